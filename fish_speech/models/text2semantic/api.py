@@ -1,0 +1,112 @@
+"""The text-to-semantic entry point the server uses: load a checkpoint folder once, then
+turn text (plus optional voice references) into codec codes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_model
+from .config import DualARConfig
+from .generation import SamplingParams, decode_step, exponential_noise, generate_frames
+from .model import DualARTransformer
+from .prompt import build_prompt
+from .tokenizer import FishTokenizer
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    """bfloat16 on CUDA (the original's precision), float32 elsewhere."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+class Text2Semantic:
+    """A loaded model with its tokenizer. One generation runs at a time (the KV cache is
+    shared), so concurrent calls are serialised."""
+
+    def __init__(
+        self, model: DualARTransformer, tokenizer: FishTokenizer, compile: bool = False
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config: DualARConfig = model.config
+        self.num_codebooks = self.config.num_codebooks
+        self.max_seq_len = self.config.max_seq_len
+        self.device = model.embeddings.weight.device
+        self._lock = threading.Lock()
+        self._compiled_step = None
+        if compile:
+            on_cuda = self.device.type == "cuda"
+            self._compiled_step = torch.compile(
+                decode_step, fullgraph=True, mode="reduce-overhead" if on_cuda else None
+            )
+
+    def build_prompt(
+        self,
+        text: str,
+        prompt_texts: Sequence[str] = (),
+        prompt_codes: Sequence[np.ndarray | torch.Tensor] = (),
+    ) -> torch.Tensor:
+        c = self.config
+        return build_prompt(
+            self.tokenizer,
+            text,
+            prompt_texts,
+            prompt_codes,
+            c.num_codebooks,
+            c.codebook_size,
+            c.max_seq_len,
+        )
+
+    def generate(
+        self,
+        text: str,
+        prompt_texts: Sequence[str] = (),
+        prompt_codes: Sequence[np.ndarray | torch.Tensor] = (),
+        *,
+        max_new_tokens: int = 1024,
+        top_p: float = 0.8,
+        temperature: float = 0.8,
+        repetition_penalty: float = 1.1,
+        seed: int | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Codes (num_codebooks, frames) int32 for ``text`` in the voice of the references.
+
+        ``max_new_tokens`` bounds the generated steps including the final one, which is
+        dropped (so at most max_new_tokens - 1 frames; 0 = until the context is full).
+        ``cancel`` is polled before every step; returning True raises ``Cancelled``.
+        The seed only affects this call (a private RNG; global RNG state is untouched).
+        """
+        params = SamplingParams(temperature, top_p, repetition_penalty)
+        prompt = self.build_prompt(text, prompt_texts, prompt_codes)
+        rng = torch.Generator(device=self.device)
+        rng.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(8), "little") >> 1)
+        with self._lock:
+            frames = generate_frames(
+                self.model,
+                prompt,
+                im_end_id=self.tokenizer.im_end_id,
+                max_new_tokens=max_new_tokens,
+                params=params,
+                noise=exponential_noise(rng),
+                cancel=cancel,
+                compiled_step=self._compiled_step,
+            )
+        return frames[1:, :-1].cpu().numpy().astype(np.int32)
+
+
+def load_text2semantic(
+    checkpoint_dir: str | Path,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    compile: bool = False,
+) -> Text2Semantic:
+    """Load an official checkpoint folder (config.json, model.pth, tokenizer.tiktoken,
+    special_tokens.json). Raises ``CheckpointError`` for missing files, tensors or shapes."""
+    model, tokenizer = load_model(checkpoint_dir, device, dtype or default_dtype(device))
+    return Text2Semantic(model, tokenizer, compile=compile)
