@@ -55,6 +55,27 @@ class SamplingParams:
         )
 
 
+def penalize(logits: Tensor, ids: Tensor, repetition_penalty: Tensor) -> Tensor:
+    """Weaken the logits at ``ids``: divide positive ones by the penalty, multiply negative
+    ones. A repeated id is penalised once."""
+    score = logits.gather(0, ids)
+    score = torch.where(score < 0, score * repetition_penalty, score / repetition_penalty)
+    return logits.scatter(0, ids, score)
+
+
+def probabilities(logits: Tensor, temperature: Tensor, top_p: Tensor) -> Tensor:
+    """Top-p on the un-tempered logits, then temperature, then softmax.
+
+    An entry is removed when the cumulative mass *including* it exceeds top_p (stricter
+    than Hugging Face's rule); the best entry always stays.
+    """
+    sorted_logits, order = logits.sort(descending=True)
+    remove = sorted_logits.softmax(-1).cumsum(-1) > top_p
+    remove[0] = False
+    logits = logits.masked_fill(remove.scatter(0, order, remove), float("-inf"))
+    return (logits / temperature.clamp(min=1e-5)).softmax(-1)
+
+
 def sample(
     logits: Tensor,
     noise: Tensor,
@@ -63,23 +84,12 @@ def sample(
     repetition_penalty: Tensor,
     penalty_ids: Tensor | None = None,
 ) -> Tensor:
-    """Draw one id from 1-D ``logits`` (0-dim int64 result).
-
-    Order as in the original: repetition penalty, top-p on the un-tempered logits (an entry
-    is removed when the cumulative mass *including* it exceeds top_p; the best entry always
-    stays), then temperature. Computed in float32 whatever the model dtype.
-    """
+    """Draw one id (0-dim int64) from 1-D ``logits``, computed in float32 whatever the
+    model dtype: penalty, top-p, temperature, then ``argmax(probs / noise)``."""
     logits = logits.float()
     if penalty_ids is not None:
-        score = logits.gather(0, penalty_ids)
-        score = torch.where(score < 0, score * repetition_penalty, score / repetition_penalty)
-        logits = logits.scatter(0, penalty_ids, score)
-    sorted_logits, order = logits.sort(descending=True)
-    remove = sorted_logits.softmax(-1).cumsum(-1) > top_p
-    remove[0] = False
-    logits = logits.masked_fill(remove.scatter(0, order, remove), float("-inf"))
-    probs = (logits / temperature.clamp(min=1e-5)).softmax(-1)
-    return (probs / noise).argmax()
+        logits = penalize(logits, penalty_ids, repetition_penalty)
+    return (probabilities(logits, temperature, top_p) / noise).argmax()
 
 
 def decode_step(
