@@ -1,0 +1,124 @@
+"""Decoding uploads and encoding replies.
+
+Input: anything libsndfile reads (wav, flac, ogg/vorbis/opus, mp3). Output: wav (16-bit PCM),
+pcm (raw 16-bit little-endian mono) and mp3 (LAME), each also as an incremental encoder
+for streaming.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+
+import lameenc
+import numpy as np
+import soundfile as sf
+import soxr
+
+MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "pcm": "application/octet-stream"}
+
+
+class AudioDecodeError(ValueError):
+    """The bytes are not audio we can read, or hold no samples."""
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    samples: np.ndarray  # float32, mono
+    sample_rate: int
+    container: str  # libsndfile's format name, e.g. "WAV", "MP3"
+
+    @property
+    def extension(self) -> str:
+        return {"WAV": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}.get(self.container, "wav")
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def decode_audio(data: bytes) -> DecodedAudio:
+    """Decode audio file bytes to mono float32 (channel mean)."""
+    if not data:
+        raise AudioDecodeError("audio is empty")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            container = f.format
+            samples = f.read(dtype="float32", always_2d=True)
+            sample_rate = f.samplerate
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioDecodeError(f"could not decode audio: {exc}") from exc
+    if samples.shape[0] == 0:
+        raise AudioDecodeError("audio holds no samples")
+    mono = samples.mean(axis=1).astype(np.float32)
+    if not np.isfinite(mono).all():
+        raise AudioDecodeError("audio holds non-finite samples")
+    return DecodedAudio(mono, sample_rate, container)
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    if from_rate == to_rate:
+        return samples.astype(np.float32, copy=False)
+    return soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.float32)
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    """Float [-1, 1] to int16 with rounding and clipping (no wrap-around clicks at 1.0)."""
+    return np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
+
+
+def wav_header(sample_rate: int, num_samples: int | None) -> bytes:
+    """A 44-byte PCM16 mono header; ``None`` marks an open-ended stream (sizes at maximum)."""
+    data_size = 0xFFFFFFFF - 36 if num_samples is None else num_samples * 2
+    return b"".join(
+        [
+            b"RIFF",
+            struct.pack("<I", (36 + data_size) & 0xFFFFFFFF),
+            b"WAVEfmt ",
+            struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16),
+            b"data",
+            struct.pack("<I", data_size),
+        ]
+    )
+
+
+def finalize_streamed_wav(data: bytearray) -> None:
+    """Write the real sizes into a saved stream's header (sent open-ended, see wav_header)."""
+    data_size = len(data) - 44
+    data[4:8] = struct.pack("<I", 36 + data_size)
+    data[40:44] = struct.pack("<I", data_size)
+
+
+class StreamEncoder:
+    """Turns float segments into bytes for one output format, chunk by chunk."""
+
+    def __init__(self, fmt: str, sample_rate: int, streaming: bool) -> None:
+        self.fmt = fmt
+        self.sample_rate = sample_rate
+        self._mp3 = None
+        if fmt == "mp3":
+            self._mp3 = lameenc.Encoder()
+            self._mp3.set_bit_rate(128)
+            self._mp3.set_in_sample_rate(sample_rate)
+            self._mp3.set_channels(1)
+            self._mp3.set_quality(2)
+        self._header = wav_header(sample_rate, None) if fmt == "wav" and streaming else b""
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        pcm = to_int16(samples)
+        if self._mp3 is not None:
+            return bytes(self._mp3.encode(pcm.tobytes()))
+        header, self._header = self._header, b""
+        return header + pcm.tobytes()
+
+    def finish(self) -> bytes:
+        return bytes(self._mp3.flush()) if self._mp3 is not None else b""
+
+
+def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """A complete file in ``fmt`` ("wav", "pcm" or "mp3")."""
+    if fmt == "wav":
+        return wav_header(sample_rate, len(samples)) + to_int16(samples).tobytes()
+    encoder = StreamEncoder(fmt, sample_rate, streaming=False)
+    return encoder.encode(samples) + encoder.finish()

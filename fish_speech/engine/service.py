@@ -1,0 +1,71 @@
+"""What the server talks to: an engine, its inference thread and the reference cache."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from fish_speech.engine.base import (
+    AudioSegment,
+    CancelToken,
+    Engine,
+    ReferenceAudio,
+    SynthesisRequest,
+)
+from fish_speech.engine.worker import InferenceWorker
+
+T = TypeVar("T")
+
+
+def reference_key(reference: ReferenceAudio) -> str:
+    """Content key: the same audio with another transcript is another entry."""
+    digest = hashlib.sha256()
+    digest.update(reference.audio.tobytes())
+    digest.update(str(reference.sample_rate).encode())
+    digest.update(b"\0" + reference.text.encode("utf-8"))
+    return digest.hexdigest()
+
+
+class TTSService:
+    def __init__(self, engine: Engine, cache_entries: int = 64) -> None:
+        self.engine = engine
+        self.worker = InferenceWorker()
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_entries = cache_entries
+
+    def close(self) -> None:
+        self.worker.close()
+
+    def _prepare(self, reference: ReferenceAudio, use_cache: bool) -> Any:
+        """Runs on the inference thread (the Fish engine encodes with the codec there)."""
+        if not use_cache:
+            return self.engine.prepare_reference(reference)
+        key = reference_key(reference)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        prompt = self.engine.prepare_reference(reference)
+        self._cache[key] = prompt
+        while len(self._cache) > self._cache_entries:
+            self._cache.popitem(last=False)
+        return prompt
+
+    def synthesize(
+        self,
+        request: SynthesisRequest,
+        references: list[ReferenceAudio],
+        use_cache: bool,
+        cancel: CancelToken,
+    ) -> AsyncIterator[AudioSegment]:
+        def produce():
+            request.prompts = [self._prepare(ref, use_cache) for ref in references]
+            cancel.raise_if_cancelled()
+            yield from self.engine.synthesize(request, cancel)
+
+        return self.worker.stream(produce, cancel)
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run other device work (codec encode/decode) on the same inference thread."""
+        return await self.worker.call(fn)

@@ -1,0 +1,145 @@
+"""Saved reference voices on disk: ``<root>/<id>/<name>.<audio ext>`` + ``<name>.lab``.
+
+Every id is validated before it touches a path, so nothing leaves the root. Changes are
+made under an exclusive ``flock`` so several server processes (``--workers N``) can share
+one folder, and an added voice appears atomically (written to a hidden temporary folder,
+then renamed into place).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fish_speech.audio.io import decode_audio
+from fish_speech.utils.file import AUDIO_EXTENSIONS
+from fish_speech.utils.schema import is_valid_reference_id
+
+_LOCK_NAME = ".lock"
+
+
+class ReferenceStoreError(Exception):
+    status_code = 400
+
+
+class InvalidReferenceId(ReferenceStoreError):
+    status_code = 400
+
+
+class ReferenceNotFound(ReferenceStoreError):
+    status_code = 404
+
+
+class ReferenceExists(ReferenceStoreError):
+    status_code = 409
+
+
+@dataclass(frozen=True)
+class StoredSample:
+    audio_path: Path
+    text: str
+
+
+class ReferenceStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _folder(self, reference_id: str) -> Path:
+        if not isinstance(reference_id, str) or not is_valid_reference_id(reference_id):
+            raise InvalidReferenceId(
+                f"Invalid reference ID {reference_id!r}: use 1-255 letters, digits, '-', '_' "
+                "or inner spaces"
+            )
+        return self.root / reference_id
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / _LOCK_NAME, "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def exists(self, reference_id: str) -> bool:
+        return self._folder(reference_id).is_dir()
+
+    def add(self, reference_id: str, audio: bytes, text: str) -> None:
+        """Store a voice; the audio must decode, and keeps its real format's extension."""
+        folder = self._folder(reference_id)
+        if not text.strip():
+            raise ReferenceStoreError("Reference text cannot be empty")
+        decoded = decode_audio(audio)  # raises AudioDecodeError (a ValueError) -> 400
+        with self._locked():
+            if folder.exists():
+                raise ReferenceExists(f"Reference ID '{reference_id}' already exists")
+            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+            try:
+                (staging / f"sample.{decoded.extension}").write_bytes(audio)
+                (staging / "sample.lab").write_text(text, encoding="utf-8")
+                os.rename(staging, folder)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+
+    def list_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.root.iterdir()
+            if entry.is_dir() and is_valid_reference_id(entry.name) and self._audio_files(entry)
+        )
+
+    def delete(self, reference_id: str) -> None:
+        folder = self._folder(reference_id)
+        with self._locked():
+            if not folder.is_dir():
+                raise ReferenceNotFound(f"Reference ID '{reference_id}' not found")
+            # Rename first so readers never see a half-deleted voice.
+            doomed = Path(tempfile.mkdtemp(prefix=".del-", dir=self.root))
+            os.rename(folder, doomed / "voice")
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def rename(self, old_id: str, new_id: str) -> None:
+        old, new = self._folder(old_id), self._folder(new_id)
+        if old_id == new_id:
+            raise ReferenceStoreError("New reference ID must be different from old reference ID")
+        with self._locked():
+            if not old.is_dir():
+                raise ReferenceNotFound(f"Reference ID '{old_id}' not found")
+            if new.exists():
+                raise ReferenceExists(f"Reference ID '{new_id}' already exists")
+            os.rename(old, new)
+
+    def samples(self, reference_id: str) -> list[StoredSample]:
+        """Audio files with their ``.lab`` transcripts, in a stable (sorted) order."""
+        folder = self._folder(reference_id)
+        if not folder.is_dir():
+            raise ReferenceNotFound(f"Reference ID '{reference_id}' not found")
+        found = [
+            StoredSample(audio, audio.with_suffix(".lab").read_text(encoding="utf-8").strip())
+            for audio in self._audio_files(folder)
+        ]
+        if not found:
+            raise ReferenceNotFound(
+                f"Reference ID '{reference_id}' has no audio file with a matching .lab transcript"
+            )
+        return found
+
+    @staticmethod
+    def _audio_files(folder: Path) -> list[Path]:
+        return sorted(
+            path
+            for path in folder.rglob("*")
+            if path.suffix.lower() in AUDIO_EXTENSIONS
+            and path.is_file()
+            and path.with_suffix(".lab").is_file()
+        )

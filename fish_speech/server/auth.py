@@ -1,0 +1,42 @@
+"""Bearer-token authentication for every route (docs included) when --api-key is set."""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class BearerAuth:
+    """Pure ASGI middleware: runs before routing, so no route can be reached without it."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self._expected = api_key.encode()
+
+    def _authorized(self, scope: Scope) -> bool:
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = header.strip().partition(b" ")
+        # compare_digest keeps the comparison time independent of where tokens differ.
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._expected)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {"detail": "Missing or invalid API key: send Authorization: Bearer <key>"}
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b"Bearer"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body.encode()})

@@ -1,0 +1,124 @@
+"""Server settings: parsed from the command line, handed to worker processes as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_LLAMA_PATH = "checkpoints/openaudio-s1-mini"
+DEFAULT_DECODER_PATH = "checkpoints/openaudio-s1-mini/codec.pth"
+CONFIG_ENV = "FISH_SPEECH_SERVER_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A setting that makes starting impossible; the message names what is wrong."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # None means "not given": use the default path if it exists, else the embedded engine.
+    llama_checkpoint_path: str | None = None
+    decoder_checkpoint_path: str | None = None
+    decoder_config_name: str = "modded_dac_vq"
+    device: str = "cuda"
+    half: bool = False
+    compile: bool = False
+    max_text_length: int = 0
+    workers: int = 1
+    api_key: str | None = None
+    references_dir: str = "references"
+    data_dir: str = "data"
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> ServerConfig:
+        return cls(**json.loads(os.environ[CONFIG_ENV]))
+
+    def resolve_checkpoint(self, given: str | None, default: str) -> Path | None:
+        """The checkpoint to load: an explicit path must exist; the default may be absent."""
+        if given is not None:
+            if not Path(given).exists():
+                raise ConfigError(f"checkpoint path does not exist: {given}")
+            return Path(given)
+        return Path(default) if Path(default).exists() else None
+
+    def llama_path(self) -> Path | None:
+        return self.resolve_checkpoint(self.llama_checkpoint_path, DEFAULT_LLAMA_PATH)
+
+    def decoder_path(self) -> Path | None:
+        return self.resolve_checkpoint(self.decoder_checkpoint_path, DEFAULT_DECODER_PATH)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[ipv6]:port``."""
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+    else:
+        host, sep, port = value.rpartition(":")
+        if ":" in host:
+            raise ConfigError(f"--listen {value!r}: write IPv6 addresses in brackets, [::1]:8080")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--listen {value!r}: expected host:port or [ipv6]:port")
+    return host, int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tools.api_server",
+        description="Fish Speech compatible TTS server (embedded CPU engine when no checkpoint).",
+    )
+    p.add_argument("--mode", choices=["tts"], default="tts")
+    p.add_argument("--listen", default="127.0.0.1:8080", help="host:port or [ipv6]:port")
+    p.add_argument(
+        "--llama-checkpoint-path",
+        default=None,
+        help=f"text-to-semantic checkpoint folder (default: {DEFAULT_LLAMA_PATH} if present)",
+    )
+    p.add_argument(
+        "--decoder-checkpoint-path",
+        default=None,
+        help=f"codec weights (default: {DEFAULT_DECODER_PATH} if present)",
+    )
+    p.add_argument("--decoder-config-name", default="modded_dac_vq")
+    p.add_argument("--device", default="cuda", help="cuda, cpu, ... (falls back to cpu)")
+    p.add_argument("--half", action="store_true", help="float16 instead of bfloat16 on GPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument(
+        "--max-text-length", type=int, default=0, help="reject longer text (0 = no limit)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="server processes")
+    p.add_argument("--api-key", default=None, help="require Authorization: Bearer <key>")
+    p.add_argument("--references-dir", default="references", help="saved reference voices")
+    p.add_argument("--data-dir", default="data", help="server state (async task results)")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> ServerConfig:
+    args = build_parser().parse_args(argv)
+    host, port = parse_listen(args.listen)
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if args.max_text_length < 0:
+        raise ConfigError("--max-text-length must be 0 (no limit) or positive")
+    return ServerConfig(
+        host=host,
+        port=port,
+        llama_checkpoint_path=args.llama_checkpoint_path,
+        decoder_checkpoint_path=args.decoder_checkpoint_path,
+        decoder_config_name=args.decoder_config_name,
+        device=args.device,
+        half=args.half,
+        compile=args.compile,
+        max_text_length=args.max_text_length,
+        workers=args.workers,
+        api_key=args.api_key,
+        references_dir=args.references_dir,
+        data_dir=args.data_dir,
+    )

@@ -1,0 +1,143 @@
+"""Shared fixtures: real server processes on loopback, and audio checks."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+TESTVECTORS = REPO / "tests" / "data" / "testvectors"
+API_KEY = "YOUR_API_KEY"  # the seed document's placeholder, so its snippets run unchanged
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    base_url: str
+    workdir: Path
+    log_path: Path
+    api_key: str | None = None
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {**self.auth, **kwargs.pop("headers", {})}
+        kwargs.setdefault("timeout", 120)
+        return self.session.request(method, self.url(path), headers=headers, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def server_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def launch_server(
+    workdir: Path,
+    *args: str,
+    api_key: str | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 120,
+) -> ServerProcess:
+    """Start ``python -m tools.api_server`` in ``workdir`` and wait until it answers."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    command = [sys.executable, "-m", "tools.api_server", "--listen", listen, "--device", "cpu"]
+    if api_key:
+        command += ["--api-key", api_key]
+    log_path = workdir / f"server-{port}.log"
+    log_file = log_path.open("w")
+    process = subprocess.Popen(
+        [*command, *args], cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, env=server_env()
+    )
+    server = ServerProcess(process, f"http://{listen}", workdir, log_path, api_key)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            if server.request("GET", "/v1/health", timeout=2).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"server did not start in {timeout} s:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The default server: embedded engine, no key, a text limit to test against."""
+    proc = launch_server(tmp_path_factory.mktemp("server"), "--max-text-length", "2000")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = launch_server(tmp_path_factory.mktemp("auth_server"), api_key=API_KEY)
+    yield proc
+    proc.stop()
+
+
+def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32")
+    return samples, rate
+
+
+def assert_speech(samples: np.ndarray, rate: int, min_seconds: float = 0.3) -> None:
+    """Real audio: 44.1 kHz, long enough, and not silence."""
+    assert rate == 44100
+    assert samples.ndim == 1
+    assert len(samples) / rate >= min_seconds, f"only {len(samples) / rate:.2f} s of audio"
+    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+    assert rms > 0.01, f"audio is (nearly) silent: rms {rms:.4f}"
+
+
+def make_wav_bytes(
+    seconds: float = 1.0, rate: int = 22050, freq: float = 180.0, fmt="WAV"
+) -> bytes:
+    """A voiced-sounding test clip: a harmonic-rich tone with a slow vibrato."""
+    t = np.arange(int(seconds * rate)) / rate
+    phase = 2 * np.pi * freq * (t + 0.002 * np.sin(2 * np.pi * 5 * t))
+    tone = sum(np.sin(k * phase) / k for k in range(1, 12))
+    buffer = io.BytesIO()
+    sf.write(buffer, (0.3 * tone / np.abs(tone).max()).astype(np.float32), rate, format=fmt)
+    return buffer.getvalue()

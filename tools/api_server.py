@@ -1,0 +1,42 @@
+"""``python -m tools.api_server``: start the Fish Speech compatible HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import uvicorn
+
+from fish_speech.server.config import CONFIG_ENV, ConfigError, config_from_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = config_from_args(argv)
+        # Fail before binding the port when an explicitly given checkpoint is missing.
+        config.llama_path()
+        config.decoder_path()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    if config.workers > 1:
+        # Each worker process builds its own app (and engine) from the same settings.
+        os.environ[CONFIG_ENV] = config.to_env()
+        target = "fish_speech.server.app:create_app_from_env"
+        uvicorn.run(
+            target, factory=True, host=config.host, port=config.port, workers=config.workers
+        )
+    else:
+        from fish_speech.server.app import create_app
+
+        uvicorn.run(create_app(config), host=config.host, port=config.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
