@@ -1,0 +1,185 @@
+"""NumPy-facing codec API: preprocessing, validation, batching and long inputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import soxr
+import torch
+
+from .model import CodecModel
+
+
+class Codec:
+    """Encode audio to code grids and decode grids to audio with a loaded CodecModel.
+
+    Calls keep no state between them and change no global torch settings, so one instance can
+    serve a worker thread. Use `load_codec` to build one from a checkpoint.
+    """
+
+    def __init__(self, model: CodecModel) -> None:
+        self.model = model
+        reference = next(model.parameters())
+        self.device = reference.device
+        self.dtype = reference.dtype
+        self.sample_rate: int = model.cfg.sample_rate
+        self.hop_length: int = model.hop_length  # audio samples per code frame
+        self.codebook_sizes: list[int] = model.cfg.codebook_sizes
+        self.num_codebooks: int = len(self.codebook_sizes)
+        # Longest grid one pass can handle (RoPE table size); longer inputs go in chunks.
+        self.max_frames: int | None = model.max_frames
+
+    # -- encode ---------------------------------------------------------------------------
+
+    def encode(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Codes, int64 (num_codebooks, ceil(L / hop_length)), for mono or (channels, L) audio.
+
+        Audio is float in [-1, 1]; channels are averaged and the result resampled to
+        `sample_rate` with soxr (HQ) when needed, then right-padded with zeros to whole frames.
+        """
+        return self.encode_batch([(audio, sample_rate)])[0]
+
+    def encode_batch(self, items: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+        """Encode several clips in one pass; each result equals its one-at-a-time encode."""
+        waves = [self._prepare_audio(audio, rate) for audio, rate in items]
+        frames = [math.ceil(len(w) / self.hop_length) for w in waves]
+        results: list[np.ndarray | None] = [None] * len(waves)
+        batch = [i for i, n in enumerate(frames) if self._fits(n)]
+        with torch.inference_mode():
+            if batch:
+                # Zero padding at the end cannot reach earlier frames: every layer is causal.
+                padded = np.zeros(
+                    (len(batch), max(frames[i] for i in batch) * self.hop_length), np.float32
+                )
+                for row, i in enumerate(batch):
+                    padded[row, : len(waves[i])] = waves[i]
+                codes = self._encode_padded(padded)
+                for row, i in enumerate(batch):
+                    results[i] = codes[row, :, : frames[i]]
+            for i, n in enumerate(frames):
+                if results[i] is None:
+                    results[i] = self._encode_long(waves[i], n)
+        return results
+
+    def _prepare_audio(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        wave = np.asarray(audio)
+        if not np.issubdtype(wave.dtype, np.floating):
+            raise ValueError(f"audio must be floating point in [-1, 1], got dtype {wave.dtype}")
+        if wave.ndim == 2:
+            if wave.shape[0] == 0:
+                raise ValueError("audio has no channels")
+            wave = wave.astype(np.float32, copy=False).mean(axis=0)
+        elif wave.ndim != 1:
+            raise ValueError(f"audio must be 1-D or (channels, samples), got shape {wave.shape}")
+        if wave.size == 0:
+            raise ValueError("audio is empty")
+        if not np.isfinite(wave).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | np.integer):
+            raise ValueError(f"sample_rate must be an integer, got {sample_rate!r}")
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        wave = wave.astype(np.float32, copy=False)
+        if sample_rate != self.sample_rate:
+            wave = soxr.resample(wave, int(sample_rate), self.sample_rate, quality="HQ")
+            if wave.size == 0:
+                raise ValueError("audio is too short to resample")
+        return wave
+
+    def _encode_padded(self, padded: np.ndarray) -> np.ndarray:
+        audio = torch.from_numpy(padded).to(device=self.device, dtype=self.dtype)
+        return self.model.encode(audio[:, None]).cpu().numpy()
+
+    def _encode_long(self, wave: np.ndarray, n_frames: int) -> np.ndarray:
+        padded = np.zeros(n_frames * self.hop_length, dtype=np.float32)
+        padded[: len(wave)] = wave
+        hop = self.hop_length
+        parts = [
+            self._encode_padded(padded[None, first * hop : end * hop])[0, :, start - first :]
+            for first, start, end in _chunk_plan(n_frames, self.max_frames)
+        ]
+        return np.concatenate(parts, axis=1)
+
+    # -- decode ---------------------------------------------------------------------------
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Float32 audio of frames * hop_length samples for an int grid (num_codebooks, frames).
+
+        Negative values, a wrong row count or an empty grid raise ValueError. Values above a
+        row's codebook size are clamped to its last entry, as the original decoder does
+        (spec 6.2); the language model can emit residual codes beyond the codec's range.
+        """
+        return self.decode_batch([codes])[0]
+
+    def decode_batch(self, grids: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Decode several grids in one pass; each result equals its one-at-a-time decode."""
+        checked = [self._check_codes(grid) for grid in grids]
+        frames = [grid.shape[1] for grid in checked]
+        hop = self.model.decode_hop_length
+        results: list[np.ndarray | None] = [None] * len(checked)
+        batch = [i for i, n in enumerate(frames) if self._fits(n)]
+        with torch.inference_mode():
+            if batch:
+                # Code 0 as right padding; causality keeps it out of the valid samples.
+                padded = np.zeros((len(batch), self.num_codebooks, max(frames[i] for i in batch)))
+                for row, i in enumerate(batch):
+                    padded[row, :, : frames[i]] = checked[i]
+                audio = self._decode_padded(padded.astype(np.int64))
+                for row, i in enumerate(batch):
+                    results[i] = audio[row, : frames[i] * hop]
+            for i, n in enumerate(frames):
+                if results[i] is None:
+                    results[i] = np.concatenate(
+                        [
+                            self._decode_padded(checked[i][None, :, first:end])[
+                                0, (start - first) * hop :
+                            ]
+                            for first, start, end in _chunk_plan(n, self.max_frames)
+                        ]
+                    )
+        return results
+
+    def _check_codes(self, codes: np.ndarray) -> np.ndarray:
+        grid = np.asarray(codes)
+        if grid.dtype.kind not in "iu":
+            raise ValueError(f"codes must be integers, got dtype {grid.dtype}")
+        if grid.ndim != 2 or grid.shape[0] != self.num_codebooks:
+            raise ValueError(
+                f"codes must have shape ({self.num_codebooks}, frames), got {grid.shape}"
+            )
+        if grid.shape[1] == 0:
+            raise ValueError("codes have no frames")
+        if grid.dtype.kind == "i" and (grid < 0).any():
+            row, col = np.argwhere(grid < 0)[0]
+            raise ValueError(
+                f"codes must be non-negative; row {row}, frame {col} is {grid[row, col]}"
+            )
+        if grid.dtype == np.uint64:  # keep the cast to int64 below from wrapping around
+            grid = np.minimum(grid, np.uint64(np.iinfo(np.int64).max))
+        limits = np.asarray(self.codebook_sizes, dtype=np.int64)[:, None] - 1
+        return np.minimum(grid.astype(np.int64), limits)
+
+    def _decode_padded(self, codes: np.ndarray) -> np.ndarray:
+        grid = torch.from_numpy(np.ascontiguousarray(codes)).to(self.device)
+        return self.model.decode(grid)[:, 0].float().cpu().numpy()
+
+    def _fits(self, n_frames: int) -> bool:
+        return self.max_frames is None or n_frames <= self.max_frames
+
+
+def _chunk_plan(n_frames: int, max_frames: int) -> list[tuple[int, int, int]]:
+    """Windows (first, start, end) of at most max_frames frames that cover 0 .. n_frames.
+
+    Frames first .. start-1 are left context whose outputs are dropped; they give every kept
+    frame a long causal history, so results beyond the one-pass limit stay close to what an
+    unlimited model would produce (one pass cannot be run there, so exact parity is moot).
+    """
+    context = max_frames // 2
+    plan = [(0, 0, min(n_frames, max_frames))]
+    while plan[-1][2] < n_frames:
+        start = plan[-1][2]
+        first = start - context
+        plan.append((first, start, min(n_frames, first + max_frames)))
+    return plan
