@@ -61,6 +61,12 @@ _PIPER_VOICE_NAME = "en_US-joe-medium"
 _TARGET_RMS = 0.1
 _PEAK_LIMIT = 0.97
 _ACTIVE_THRESHOLD = 0.02  # fraction of the run's peak below which a sample counts as pause
+# The voices end runs with pauses of their own (eSpeak ~0.3 s, Piper ~0.13 s): trim them to
+# a margin that keeps soft word edges and put the same gaps everywhere instead.
+_EDGE_THRESHOLD = 0.01
+_EDGE_MARGIN_S = 0.05
+_RUN_GAP_S = 0.1
+_SENTENCE_PAUSE_S = 0.25
 
 LIMITATIONS = [
     "Latin-script text is read as US English, whatever its language.",
@@ -83,6 +89,19 @@ def _level(audio: np.ndarray) -> np.ndarray:
     rms = float(np.sqrt(np.mean(active**2)))
     gain = min(_TARGET_RMS / rms, _PEAK_LIMIT / peak)
     return (audio * gain).astype(np.float32)
+
+
+def _trim(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Cut leading and trailing silence down to _EDGE_MARGIN_S."""
+    loud = np.flatnonzero(np.abs(audio) > _EDGE_THRESHOLD * np.max(np.abs(audio), initial=0.0))
+    if loud.size == 0:
+        return audio[:0]
+    margin = int(_EDGE_MARGIN_S * rate)
+    return audio[max(0, loud[0] - margin) : loud[-1] + margin]
+
+
+def _silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * OUTPUT_SAMPLE_RATE), dtype=np.float32)
 
 
 class EmbeddedEngine(Engine):
@@ -169,11 +188,15 @@ class EmbeddedEngine(Engine):
             for run in split_runs(sentence, self._han_language):
                 cancel.raise_if_cancelled()
                 audio, rate = self._speak_run(run.text, run.language)
+                audio = _trim(audio, rate)
                 if audio.size == 0:
                     continue
                 if profile is not None:
                     audio = apply_profile(audio, rate, profile)
                 audio = soxr.resample(audio, rate, OUTPUT_SAMPLE_RATE)
+                if pieces:
+                    pieces.append(_silence(_RUN_GAP_S))
                 pieces.append(_level(audio))
             if pieces:
+                pieces.append(_silence(_SENTENCE_PAUSE_S))
                 yield AudioSegment(np.concatenate(pieces).astype(np.float32))

@@ -20,8 +20,6 @@ _INITIALIZE_DONT_EXIT = 0x8000
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000
 _POS_CHARACTER = 1
-# espeak_PARAMETER ids.
-_RATE = 1
 
 _SynthCallback = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
@@ -51,7 +49,6 @@ class EspeakSynth:
             ctypes.c_int,
         ]
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         self._lib.espeak_Synth.argtypes = [
             ctypes.c_void_p,
             ctypes.c_size_t,
@@ -88,7 +85,7 @@ class EspeakSynth:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
         return 0  # 0 = keep synthesising
 
-    def synthesize(self, text: str, voice: str, rate_wpm: int = 165) -> np.ndarray:
+    def synthesize(self, text: str, voice: str) -> np.ndarray:
         """Speak ``text`` with the eSpeak voice ``voice``; float32 mono at ``sample_rate``."""
         data = text.encode("utf-8") + b"\0"
         with self._lock:
@@ -96,7 +93,6 @@ class EspeakSynth:
                 if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
                     raise EspeakError(f"unknown eSpeak voice {voice!r}")
                 self._voice = voice
-            self._lib.espeak_SetParameter(_RATE, rate_wpm, 0)
             self._chunks = []
             err = self._lib.espeak_Synth(
                 data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
