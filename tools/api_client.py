@@ -14,10 +14,15 @@ from pathlib import Path
 
 import ormsgpack
 import requests
+from pydantic import ValidationError
 
 from fish_speech.audio.io import finalize_streamed_wav
 from fish_speech.utils.file import audio_to_bytes, read_ref_text
-from fish_speech.utils.schema import ServeReferenceAudio, ServeTTSRequest
+from fish_speech.utils.schema import (
+    ServeReferenceAudio,
+    ServeTTSRequest,
+    describe_validation_error,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +90,11 @@ def play(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    request = build_request(args)
+    try:
+        request = build_request(args)
+    except ValidationError as exc:
+        print(describe_validation_error(exc), file=sys.stderr)
+        return 2
     headers = {"content-type": "application/msgpack"}
     if args.api_key:
         headers["authorization"] = f"Bearer {args.api_key}"

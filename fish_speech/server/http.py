@@ -15,20 +15,13 @@ from fastapi import HTTPException, Request, Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
+from fish_speech.utils.schema import describe_validation_error
+
 M = TypeVar("M", bound=BaseModel)
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
 SUPPORTED_BODIES = f"{MSGPACK}, {JSON}, multipart/form-data"
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One readable line per problem: ``field.path: message``."""
-    parts = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
-    return "Invalid request: " + "; ".join(parts)
 
 
 async def _read_form(request: Request) -> dict:

@@ -12,13 +12,29 @@ import binascii
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 REFERENCE_ID_PATTERN = r"^[a-zA-Z0-9\-_ ]+$"
 _REFERENCE_ID_RE = re.compile(r"[a-zA-Z0-9\-_ ]{1,255}")
 
 AudioFormat = Literal["wav", "pcm", "mp3"]
 TaskStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One readable line per problem: ``field.path: message``."""
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "Invalid request: " + "; ".join(parts)
 
 
 def is_valid_reference_id(value: str) -> bool:

@@ -1,0 +1,140 @@
+"""Command-line behaviour: start-up errors, --listen forms, --workers, and the client."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, assert_speech, decode_wav, launch_server, make_wav_bytes, server_env
+
+
+def run_server_expecting_failure(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.api_server", "--device", "cpu", *args],
+        cwd=tmp_path,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("flag", ["--llama-checkpoint-path", "--decoder-checkpoint-path"])
+def test_explicit_missing_checkpoint_is_a_startup_error(tmp_path, flag):
+    run = run_server_expecting_failure(tmp_path, flag, "no/such/checkpoint")
+    assert run.returncode != 0
+    assert "no/such/checkpoint" in run.stderr
+
+
+@pytest.mark.parametrize("listen", ["::1:8080", "localhost", "host:notaport", "[::1]"])
+def test_bad_listen_values(tmp_path, listen):
+    run = run_server_expecting_failure(tmp_path, "--listen", listen)
+    assert run.returncode != 0
+    assert "--listen" in run.stderr
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="this machine has no IPv6 loopback")
+def test_ipv6_listen(tmp_path):
+    server = launch_server(tmp_path, host="::1")
+    try:
+        assert server.request("GET", "/v1/health").json()["status"] == "ok"
+    finally:
+        server.stop()
+
+
+def worker_pids(pid: int) -> set[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(c) for c in children}
+
+
+def test_workers_are_processes_sharing_references(tmp_path):
+    server = launch_server(tmp_path, "--workers", "2")
+    try:
+        deadline = time.monotonic() + 60
+        # uvicorn's supervisor spawns the workers; wait until both are up.
+        while len(worker_pids(server.process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(worker_pids(server.process.pid)) >= 2
+        added = server.request(
+            "POST",
+            "/v1/references/add",
+            files={"audio": ("v.wav", make_wav_bytes(), "audio/wav")},
+            data={"id": "shared", "text": "Shared voice."},
+        )
+        assert added.status_code == 200
+        # Fresh connections land on either worker; all of them see the voice.
+        for _ in range(6):
+            server.session.close()
+            listed = server.request("GET", "/v1/references/list").json()["reference_ids"]
+            assert "shared" in listed
+        tts = server.request("POST", "/v1/tts", json={"text": "Hello.", "reference_id": "shared"})
+        assert_speech(*decode_wav(tts.content))
+    finally:
+        server.stop()
+
+
+def run_client(server, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "api_client.py"),
+            "--url",
+            server.url("/v1/tts"),
+            *args,
+        ],
+        cwd=tmp_path,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_client_saves_audio(server, tmp_path):
+    run = run_client(server, tmp_path, "--text", "Hello from the client.", "--output", "out")
+    assert run.returncode == 0, run.stderr
+    assert_speech(*decode_wav((tmp_path / "out.wav").read_bytes()))
+
+
+def test_client_streaming_and_inline_reference(server, tmp_path):
+    (tmp_path / "ref.wav").write_bytes(make_wav_bytes())
+    run = run_client(
+        server,
+        tmp_path,
+        "--text",
+        "Streaming from the client. Second sentence.",
+        "--streaming",
+        "--reference_audio",
+        "ref.wav",
+        "--reference_text",
+        "A reference.",
+        "--output",
+        "streamed",
+    )
+    assert run.returncode == 0, run.stderr
+    data = (tmp_path / "streamed.wav").read_bytes()
+    assert struct.unpack("<I", data[40:44])[0] == len(data) - 44  # header finalised
+    assert_speech(*decode_wav(data))
+
+
+def test_client_reports_errors(server, tmp_path):
+    local = run_client(server, tmp_path, "--text", "hi", "--top_p", "7")
+    assert local.returncode == 2 and "top_p" in local.stderr
+    remote = run_client(server, tmp_path, "--text", "hi", "--reference_id", "nobody")
+    assert remote.returncode == 1
+    assert "404" in remote.stderr and "nobody" in remote.stderr
