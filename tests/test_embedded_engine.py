@@ -72,6 +72,12 @@ def test_short_sentence_gives_one_segment_of_speech(engine: EmbeddedEngine, text
     _assert_speech(segments[0])
 
 
+@pytest.mark.parametrize("text", ["東京へ行きます。", "안녕하세요.", "Привет, мир!"])
+def test_other_scripts_are_spoken(engine: EmbeddedEngine, text: str) -> None:
+    (segment,) = _speak(engine, text)
+    _assert_speech(segment)
+
+
 def test_each_sentence_is_its_own_segment(engine: EmbeddedEngine) -> None:
     segments = _speak(engine, "The first sentence. The second one! 第三句话。")
     assert len(segments) == 3

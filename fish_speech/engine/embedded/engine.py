@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime
+import regex
 import soxr
 from piper import PiperVoice
 from piper.config import PiperConfig, SynthesisConfig
@@ -34,7 +35,7 @@ from fish_speech.engine.embedded.voice_match import (
     apply_profile,
     combine_profiles,
 )
-from fish_speech.text import normalize_text, split_runs, split_text
+from fish_speech.text import is_speakable, normalize_text, split_runs, split_text
 
 # Language code (from fish_speech.text.script) -> eSpeak NG voice name.
 ESPEAK_VOICES: dict[str, str] = {
@@ -55,6 +56,7 @@ ESPEAK_VOICES: dict[str, str] = {
 }
 PIPER_LANGUAGE = "en"
 _PIPER_VOICE_NAME = "en_US-joe-medium"
+_HAN = regex.compile(r"(\p{Script=Han}+)")
 
 # Every run is levelled to this RMS over its active part, so Piper and eSpeak runs in one
 # sentence sound equally loud (-20 dBFS leaves headroom for peaks).
@@ -73,6 +75,7 @@ LIMITATIONS = [
     "Languages other than English use eSpeak NG's formant voice: intelligible, robotic.",
     "Han characters are read as Mandarin unless the sentence has kana (Japanese) or the "
     "engine was built for Cantonese.",
+    "Japanese: eSpeak NG reads kana only; kanji get Mandarin readings.",
     "Reference voices give an approximate match (pitch and broad timbre via WORLD), "
     "not cloning; rhythm and accent stay those of the built-in voice.",
     "temperature, top_p, repetition_penalty, seed and max_new_tokens are ignored.",
@@ -177,7 +180,20 @@ class EmbeddedEngine(Engine):
                 ]
             audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
             return audio, self._piper.config.sample_rate
+        if voice == ESPEAK_VOICES["ja"]:
+            return self._speak_japanese(text), self._espeak.sample_rate
         return self._espeak.synthesize(text, voice), self._espeak.sample_rate
+
+    def _speak_japanese(self, text: str) -> np.ndarray:
+        """eSpeak's Japanese reads kana only and says "Chinese letter" for every kanji, so
+        kanji go to the Mandarin voice: wrong readings, but closer than a spelled-out name."""
+        pieces = []
+        for piece in _HAN.split(text):
+            if not is_speakable(piece):
+                continue
+            voice = ESPEAK_VOICES["zh"] if _HAN.fullmatch(piece) else ESPEAK_VOICES["ja"]
+            pieces.append(_trim(self._espeak.synthesize(piece, voice), self._espeak.sample_rate))
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
     def synthesize(self, request: SynthesisRequest, cancel: CancelToken) -> Iterator[AudioSegment]:
         text = normalize_text(request.text) if request.normalize else request.text
