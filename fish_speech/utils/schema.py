@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
+    field_serializer,
 )
 
 REFERENCE_ID_PATTERN = r"^[a-zA-Z0-9\-_ ]+$"
@@ -114,10 +114,12 @@ class ServeVQGANDecodeRequest(BaseModel):
 
 
 class ServeVQGANDecodeResponse(BaseModel):
-    # JSON cannot hold bytes: JSON replies carry each PCM buffer as Base64.
-    model_config = ConfigDict(ser_json_bytes="base64")
-
     audios: list[bytes]
+
+    @field_serializer("audios", when_used="json")
+    def _audios_as_base64(self, audios: list[bytes]) -> list[str]:
+        # JSON cannot hold bytes: JSON replies carry each PCM buffer as standard Base64.
+        return [base64.b64encode(audio).decode("ascii") for audio in audios]
 
 
 class AddReferenceRequest(BaseModel):

@@ -117,7 +117,10 @@ def decode_step(
     # (0 for a non-semantic token). The fast cache needs no clearing: position k attends
     # only to positions 0..k, which this frame has just written.
     model.forward_fast(hidden, 0)
-    code = (token - model.semantic_begin_id).clamp(min=0)
+    code = token - model.semantic_begin_id
+    # Any non-semantic token (text, special or vocab padding above the semantic range) maps
+    # to 0; the original only handled ids below the range and crashed on the ones above.
+    code = torch.where((code >= 0) & (code < model.config.codebook_size), code, 0)
     frame = [token, code]
     for k in range(1, num_codebooks):
         fast_logits = model.forward_fast(model.fast_embeddings(code).view(1, 1, -1), k)

@@ -1,0 +1,132 @@
+"""The Fish engine and /v1/vqgan through a real server started on the tiny checkpoints."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import ormsgpack
+import pytest
+
+from conftest import TESTVECTORS, assert_speech, decode_wav, launch_server, make_wav_bytes
+
+TINY_S1 = TESTVECTORS / "tiny-s1"
+TINY_CODEC = TESTVECTORS / "tiny-codec"
+HOP = 2048
+
+
+@pytest.fixture(scope="module")
+def fish_server(tmp_path_factory):
+    proc = launch_server(
+        tmp_path_factory.mktemp("fish"),
+        "--llama-checkpoint-path",
+        str(TINY_S1),
+        "--decoder-checkpoint-path",
+        str(TINY_CODEC / "codec.pth"),
+        "--decoder-config-name",
+        str(TINY_CODEC / "config.json"),
+    )
+    yield proc
+    proc.stop()
+
+
+def msgpack_post(server, path: str, body: dict):
+    return server.request(
+        "POST",
+        path,
+        params={"format": "msgpack"},
+        data=ormsgpack.packb(body),
+        headers={"content-type": "application/msgpack"},
+    )
+
+
+def test_health_reports_fish_engine(fish_server):
+    body = fish_server.request("GET", "/v1/health").json()
+    assert body["engine"] == "fish"
+    assert body["capabilities"]["voice_match"] == "in-context"
+
+
+def test_tts_decodes_generated_codes(fish_server):
+    body = {"text": "Hello world, 你好！", "max_new_tokens": 12, "seed": 7}
+    first = fish_server.request("POST", "/v1/tts", json=body)
+    assert first.status_code == 200, first.text
+    samples, rate = decode_wav(first.content)
+    assert len(samples) % HOP == 0 and 0 < len(samples) <= 11 * HOP
+    assert_speech(samples, rate, min_seconds=HOP / 44100)
+    again = fish_server.request("POST", "/v1/tts", json=body)
+    assert again.content == first.content, "the same seed must give the same audio"
+
+
+def test_tts_with_reference_is_in_context(fish_server):
+    audio = make_wav_bytes(0.5, rate=44100)
+    body = {
+        "text": "Hi.",
+        "max_new_tokens": 6,
+        "seed": 1,
+        "references": [{"audio": base64.b64encode(audio).decode(), "text": "A tone."}],
+    }
+    response = fish_server.request("POST", "/v1/tts", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-voice-match"] == "in-context"
+
+
+def test_streaming_sends_one_segment_per_chunk(fish_server):
+    text = ("This sentence is long enough to make its own chunk of text here. " * 4).strip()
+    body = {"text": text, "max_new_tokens": 5, "seed": 3, "streaming": True, "chunk_length": 100}
+    response = fish_server.request("POST", "/v1/tts", json=body, stream=True)
+    chunks = [c for c in response.iter_content(chunk_size=None) if c]
+    assert len(chunks) >= 2
+    assert b"".join(chunks)[:4] == b"RIFF"
+
+
+def test_vqgan_encode_matches_the_original(fish_server):
+    wav = (TESTVECTORS / "codec" / "test_waveform.wav").read_bytes()
+    expected = np.load(TESTVECTORS / "codec" / "test_waveform_codes.npy")
+    response = msgpack_post(fish_server, "/v1/vqgan/encode", {"audios": [wav, wav]})
+    assert response.status_code == 200, response.text
+    tokens = ormsgpack.unpackb(response.content)["tokens"]
+    assert len(tokens) == 2
+    np.testing.assert_array_equal(np.array(tokens[0]), expected)
+
+
+def test_vqgan_decode_round_trip_msgpack_and_json(fish_server):
+    codes = np.load(TESTVECTORS / "codec" / "given_codes.npy")
+    expected = np.load(TESTVECTORS / "codec" / "given_codes_decoded.npy")
+    response = msgpack_post(fish_server, "/v1/vqgan/decode", {"tokens": [codes.tolist()]})
+    assert response.status_code == 200, response.text
+    pcm = np.frombuffer(ormsgpack.unpackb(response.content)["audios"][0], "<f2")
+    assert pcm.shape == (codes.shape[1] * HOP,)
+    np.testing.assert_allclose(pcm.astype(np.float32), expected.reshape(-1), atol=2e-3)
+
+    as_json = fish_server.request(
+        "POST", "/v1/vqgan/decode", json={"tokens": [codes.tolist()]}, params={"format": "json"}
+    )
+    assert as_json.headers["content-type"] == "application/json"
+    decoded = base64.b64decode(as_json.json()["audios"][0])
+    assert decoded == pcm.tobytes()
+
+
+@pytest.mark.parametrize(
+    "tokens, fragment",
+    [
+        ([], "empty"),
+        ([[[1, 2], [3]] * 2], "lengths"),
+        ([[[1, 2]] * 3], "codebook rows"),
+        ([[[1, 2]] * 4 + [[1, 2]]], "codebook rows"),
+        ([[[5000, 1]] + [[1, 2]] * 3], "row 0"),
+        ([[[1, 1]] + [[1, -2]] * 3], "row 1"),
+        ([[[], [], [], []]], "no frames"),
+    ],
+)
+def test_vqgan_decode_rejects_bad_grids(fish_server, tokens, fragment):
+    response = msgpack_post(fish_server, "/v1/vqgan/decode", {"tokens": tokens})
+    assert response.status_code == 400, response.text
+    assert fragment in response.json()["detail"]
+
+
+def test_vqgan_encode_rejects_bad_audio(fish_server):
+    response = msgpack_post(fish_server, "/v1/vqgan/encode", {"audios": [b"not audio" * 40]})
+    assert response.status_code == 400
+    assert "audios[0]" in response.json()["detail"]
+    empty = msgpack_post(fish_server, "/v1/vqgan/encode", {"audios": []})
+    assert empty.status_code == 400
