@@ -1,0 +1,104 @@
+"""The inference thread and the reference cache, with a counting engine under them."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fish_speech.engine.base import (
+    AudioSegment,
+    CancelToken,
+    Engine,
+    ReferenceAudio,
+    SynthesisRequest,
+)
+from fish_speech.engine.service import TTSService
+
+
+class CountingEngine(Engine):
+    """Yields one short segment per word, records what it was asked to do."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.prepared: list[str] = []
+        self.threads: set[str] = set()
+        self.segments_made = 0
+
+    def capabilities(self) -> dict:
+        return {}
+
+    def prepare_reference(self, reference: ReferenceAudio) -> str:
+        self.prepared.append(reference.text)
+        return reference.text
+
+    def synthesize(self, request: SynthesisRequest, cancel: CancelToken):
+        self.threads.add(threading.current_thread().name)
+        if request.text == "fail":
+            raise ValueError("refused")
+        for _ in request.text.split():
+            cancel.raise_if_cancelled()
+            self.segments_made += 1
+            time.sleep(0.001)  # like real work: 10 s for the long request if never cancelled
+            yield AudioSegment(np.zeros(10, np.float32))
+
+
+def reference(text: str, value: float = 0.5) -> ReferenceAudio:
+    return ReferenceAudio(np.full(100, value, np.float32), 16000, text)
+
+
+async def collect(service: TTSService, text: str, refs, use_cache: bool) -> int:
+    segments = service.synthesize(SynthesisRequest(text), refs, use_cache, CancelToken())
+    return len([s async for s in segments])
+
+
+def test_cache_is_keyed_by_audio_and_text():
+    engine = CountingEngine()
+    service = TTSService(engine)
+    try:
+        asyncio.run(collect(service, "a b", [reference("one")], use_cache=True))
+        asyncio.run(collect(service, "a b", [reference("one")], use_cache=True))
+        assert engine.prepared == ["one"]  # second request served from the cache
+        asyncio.run(collect(service, "a b", [reference("two")], use_cache=True))
+        asyncio.run(collect(service, "a b", [reference("one", 0.1)], use_cache=True))
+        assert engine.prepared == ["one", "two", "one"]  # new text, new audio: re-prepared
+        asyncio.run(collect(service, "a b", [reference("two")], use_cache=False))
+        assert engine.prepared[-1] == "two" and len(engine.prepared) == 4
+    finally:
+        service.close()
+
+
+def test_work_runs_on_the_inference_thread_and_errors_propagate():
+    engine = CountingEngine()
+    service = TTSService(engine)
+    try:
+        assert asyncio.run(collect(service, "one two three", [], False)) == 3
+        assert engine.threads == {"inference"}
+        with pytest.raises(ValueError, match="refused"):
+            asyncio.run(collect(service, "fail", [], False))
+    finally:
+        service.close()
+
+
+def test_leaving_the_stream_cancels_the_engine():
+    engine = CountingEngine()
+    service = TTSService(engine)
+    cancel = CancelToken()
+
+    async def take_one() -> None:
+        segments = service.synthesize(SynthesisRequest("w " * 10_000), [], False, cancel)
+        async for _ in segments:
+            break
+        await segments.aclose()
+        await service.run(lambda: None)  # wait until the inference thread is free again
+
+    try:
+        asyncio.run(take_one())
+        assert cancel.cancelled
+        assert engine.segments_made < 10_000
+    finally:
+        service.close()
