@@ -65,10 +65,13 @@ def test_lifecycle(server):
     assert again.status_code == 404
 
 
-def test_flac_upload_keeps_its_format(server):
-    response = add(server, "flac_voice", audio=make_wav_bytes(fmt="FLAC"))
+@pytest.mark.parametrize("fmt, ext", [("FLAC", "flac"), ("MP3", "mp3"), ("OGG", "ogg")])
+def test_upload_keeps_its_format(server, fmt, ext):
+    response = add(server, f"{ext}_voice", audio=make_wav_bytes(fmt=fmt))
     assert response.status_code == 200, response.text
-    assert (server.workdir / "references" / "flac_voice" / "sample.flac").is_file()
+    assert (server.workdir / "references" / f"{ext}_voice" / f"sample.{ext}").is_file()
+    tts = server.request("POST", "/v1/tts", json={"text": "Hi.", "reference_id": f"{ext}_voice"})
+    assert_speech(*decode_wav(tts.content))
 
 
 def test_update_conflicts(server):
