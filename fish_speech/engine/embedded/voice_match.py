@@ -15,7 +15,7 @@ import pyworld
 import soxr
 
 _ANALYSIS_RATE = 16000  # references are analysed at 16 kHz: enough for F0 and broad timbre
-_MAX_REFERENCE_SECONDS = 15.0  # harvest costs ~0.15 s per second of audio: bound it
+_MAX_REFERENCE_SECONDS = 15.0  # harvest costs ~0.1 s per second of audio: bound it
 _F0_FLOOR = 60.0
 _F0_CEIL = 700.0
 _FRAME_PERIOD_MS = 5.0
