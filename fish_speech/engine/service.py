@@ -7,6 +7,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+import numpy as np
+
 from fish_speech.engine.base import (
     AudioSegment,
     CancelToken,
@@ -15,8 +17,29 @@ from fish_speech.engine.base import (
     SynthesisRequest,
 )
 from fish_speech.engine.worker import InferenceWorker
+from fish_speech.utils.schema import GenerationFields
 
 T = TypeVar("T")
+
+
+def synthesis_request(fields: GenerationFields) -> SynthesisRequest:
+    """The engine's view of a /v1/tts or async-task request (voice resolved separately)."""
+    return SynthesisRequest(
+        text=fields.text,
+        chunk_length=fields.chunk_length,
+        max_new_tokens=fields.max_new_tokens,
+        top_p=fields.top_p,
+        repetition_penalty=fields.repetition_penalty,
+        temperature=fields.temperature,
+        seed=fields.seed,
+        normalize=fields.normalize,
+    )
+
+
+async def collect_audio(segments: AsyncIterator[AudioSegment]) -> np.ndarray | None:
+    """The whole utterance as one array, or None when the engine produced nothing."""
+    pieces = [segment.samples async for segment in segments]
+    return np.concatenate(pieces) if pieces else None
 
 
 def reference_key(reference: ReferenceAudio) -> str:

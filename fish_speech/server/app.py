@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,12 +16,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fish_speech.engine.base import Cancelled
 from fish_speech.engine.loader import load_models
 from fish_speech.engine.service import TTSService
+from fish_speech.references.resolve import resolve_references
 from fish_speech.references.store import ReferenceStore, ReferenceStoreError
-from fish_speech.server import routes_references, routes_tts, routes_vqgan
+from fish_speech.server import routes_references, routes_tasks, routes_tts, routes_vqgan
 from fish_speech.server.auth import BearerAuth
 from fish_speech.server.config import ServerConfig
 from fish_speech.server.http import negotiated
 from fish_speech.server.state import AppState, get_state
+from fish_speech.tasks.runner import TaskRunner
+from fish_speech.tasks.store import TaskConflict, TaskStore
 from fish_speech.utils.schema import HealthResponse
 
 log = logging.getLogger("fish_speech.server")
@@ -40,7 +44,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(400, f"Invalid request: {exc.errors()}")
 
     @app.exception_handler(ReferenceStoreError)
-    async def reference_error(_: Request, exc: ReferenceStoreError) -> JSONResponse:
+    @app.exception_handler(TaskConflict)
+    async def state_conflict(_: Request, exc: ReferenceStoreError | TaskConflict) -> JSONResponse:
         return _error(exc.status_code, str(exc))
 
     @app.exception_handler(ValueError)
@@ -70,16 +75,22 @@ def create_app(config: ServerConfig) -> FastAPI:
             config.compile,
         )
         service = TTSService(models.engine)
-        app.state.fish = AppState(
-            config=config,
-            service=service,
-            codec=models.codec,
-            store=ReferenceStore(Path(config.references_dir)),
+        references = ReferenceStore(Path(config.references_dir))
+        tasks = TaskStore(Path(config.data_dir))
+        runner = TaskRunner(
+            tasks,
+            service,
+            lambda req: resolve_references(
+                references, req.reference_id, [(r.audio, r.text) for r in req.references]
+            ),
         )
+        app.state.fish = AppState(config, service, models.codec, references, tasks, runner)
+        runner_task = asyncio.create_task(runner.run_forever())
         log.info("Startup done: engine %s", models.engine.name)
         try:
             yield
         finally:
+            runner_task.cancel()  # an unfinished task stays recorded and resumes on restart
             service.close()
 
     app = FastAPI(
@@ -101,6 +112,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(routes_tts.router)
     app.include_router(routes_vqgan.router)
     app.include_router(routes_references.router)
+    app.include_router(routes_tasks.router)
     if config.api_key:
         app.add_middleware(BearerAuth, api_key=config.api_key)
     return app

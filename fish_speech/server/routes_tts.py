@@ -4,22 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from fish_speech.audio.io import MEDIA_TYPES, StreamEncoder, encode_audio
-from fish_speech.engine.base import (
-    OUTPUT_SAMPLE_RATE,
-    AudioSegment,
-    CancelToken,
-    SynthesisRequest,
-)
+from fish_speech.engine.base import OUTPUT_SAMPLE_RATE, AudioSegment, CancelToken, ReferenceAudio
+from fish_speech.engine.service import collect_audio, synthesis_request
 from fish_speech.references.resolve import resolve_references
 from fish_speech.server.http import body_schema, parse_body
 from fish_speech.server.state import AppState, get_state
-from fish_speech.utils.schema import ServeTTSRequest
+from fish_speech.utils.schema import GenerationFields, ServeTTSRequest
 
 router = APIRouter()
 
@@ -34,28 +29,19 @@ def check_text(state: AppState, text: str) -> None:
         raise HTTPException(400, f"Text is too long, max length is {limit}")
 
 
-def synthesis_request(req: ServeTTSRequest) -> SynthesisRequest:
-    return SynthesisRequest(
-        text=req.text,
-        chunk_length=req.chunk_length,
-        max_new_tokens=req.max_new_tokens,
-        top_p=req.top_p,
-        repetition_penalty=req.repetition_penalty,
-        temperature=req.temperature,
-        seed=req.seed,
-        normalize=req.normalize,
+async def resolve_voice(state: AppState, req: GenerationFields) -> list[ReferenceAudio]:
+    return await run_in_threadpool(
+        resolve_references,
+        state.store,
+        req.reference_id,
+        [(ref.audio, ref.text) for ref in req.references],
     )
 
 
 async def start_synthesis(state: AppState, req: ServeTTSRequest) -> AsyncIterator[AudioSegment]:
     """Validate the request and its voice, then queue it on the inference thread."""
     check_text(state, req.text)
-    references = await run_in_threadpool(
-        resolve_references,
-        state.store,
-        req.reference_id,
-        [(ref.audio, ref.text) for ref in req.references],
-    )
+    references = await resolve_voice(state, req)
     return state.service.synthesize(
         synthesis_request(req), references, req.use_memory_cache == "on", CancelToken()
     )
@@ -81,10 +67,10 @@ async def tts(request: Request) -> Response:
     headers = audio_headers(state, req)
 
     if not req.streaming:
-        pieces = [segment.samples async for segment in segments]
-        if not pieces:
+        audio = await collect_audio(segments)
+        if audio is None:
             raise HTTPException(400, NO_SPEECH)
-        body = encode_audio(np.concatenate(pieces), OUTPUT_SAMPLE_RATE, req.format)
+        body = encode_audio(audio, OUTPUT_SAMPLE_RATE, req.format)
         return Response(body, media_type=media_type, headers=headers)
 
     # Wait for the first sentence before committing to a 200, so a failure that happens

@@ -10,6 +10,8 @@ from fastapi import HTTPException, Request
 from fish_speech.engine.service import TTSService
 from fish_speech.references.store import ReferenceStore
 from fish_speech.server.config import ServerConfig
+from fish_speech.tasks.runner import TaskRunner
+from fish_speech.tasks.store import TaskStore
 
 
 @dataclass
@@ -18,6 +20,8 @@ class AppState:
     service: TTSService
     codec: Any | None
     store: ReferenceStore
+    tasks: TaskStore
+    runner: TaskRunner
 
     def require_codec(self) -> Any:
         if self.codec is None:

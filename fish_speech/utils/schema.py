@@ -74,7 +74,7 @@ class ServeReferenceAudio(BaseModel):
         return f"ServeReferenceAudio(text={self.text!r}, audio=<{len(self.audio)} bytes>)"
 
 
-class _GenerationFields(BaseModel):
+class GenerationFields(BaseModel):
     """Fields shared by /v1/tts and the async task route."""
 
     text: str
@@ -89,13 +89,13 @@ class _GenerationFields(BaseModel):
     temperature: Annotated[float, Field(ge=0.1, le=1.0)] = 0.8
 
 
-class ServeTTSRequest(_GenerationFields):
+class ServeTTSRequest(GenerationFields):
     format: AudioFormat = "wav"
     streaming: bool = False
     max_new_tokens: Annotated[int, Field(ge=0)] = 1024
 
 
-class AsyncGenerateRequest(_GenerationFields):
+class AsyncGenerateRequest(GenerationFields):
     step_id: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     format: AudioFormat = "mp3"
     max_new_tokens: Annotated[int, Field(ge=0)] = 2048

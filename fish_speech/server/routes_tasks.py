@@ -1,0 +1,134 @@
+"""Async generation tasks: create, poll, download, cancel (routes of the API document).
+
+Status and download accept the id as a path segment (as documented) or as ``?step_id=``
+(the form later clients of the fork use).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import ormsgpack
+from fastapi import APIRouter, HTTPException, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from fish_speech.audio.io import MEDIA_TYPES
+from fish_speech.server.http import body_schema, negotiated, parse_body
+from fish_speech.server.routes_tts import check_text, resolve_voice
+from fish_speech.server.state import get_state
+from fish_speech.tasks.store import Task
+from fish_speech.utils.schema import (
+    AsyncGenerateRequest,
+    AsyncGenerateResponse,
+    StopTaskResponse,
+    TaskStatusResponse,
+)
+
+router = APIRouter(tags=["async tasks"])
+
+
+def _find(request: Request, step_id: str | None) -> Task:
+    step_id = step_id or request.query_params.get("step_id")
+    if not step_id:
+        raise HTTPException(400, "step_id is required")
+    task = get_state(request).tasks.get(step_id)
+    if task is None:
+        raise HTTPException(404, f"Task {step_id} not found")
+    return task
+
+
+@router.post(
+    "/generate_audio_enhanced_async",
+    response_model=AsyncGenerateResponse,
+    openapi_extra=body_schema(AsyncGenerateRequest),
+)
+async def create_task(request: Request) -> Response:
+    state = get_state(request)
+    req = await parse_body(request, AsyncGenerateRequest)
+    check_text(state, req.text)
+    await resolve_voice(state, req)  # unknown voice or bad audio: 4xx now, not a failed task
+    payload = ormsgpack.packb(req.model_dump())
+    await run_in_threadpool(state.tasks.create, req.step_id, req.format, payload)
+    state.runner.notify()
+    return negotiated(
+        request,
+        AsyncGenerateResponse(
+            success=True, message="Task created and started", step_id=req.step_id, status="pending"
+        ),
+    )
+
+
+async def _status(request: Request, step_id: str | None) -> Response:
+    task = await run_in_threadpool(_find, request, step_id)
+    completed = task.status == "completed"
+    return negotiated(
+        request,
+        TaskStatusResponse(
+            success=True,
+            step_id=task.step_id,
+            status=task.status,
+            created_at=task.created_at,
+            started_at=task.started_at,
+            completed_at=task.completed_at,
+            download_url=f"/download_result/{quote(task.step_id, safe='')}" if completed else None,
+            error=task.error,
+        ),
+    )
+
+
+@router.get("/get_task_status/{step_id}", response_model=TaskStatusResponse)
+async def task_status(request: Request, step_id: str) -> Response:
+    return await _status(request, step_id)
+
+
+@router.get("/get_task_status", response_model=TaskStatusResponse)
+async def task_status_by_query(request: Request) -> Response:
+    return await _status(request, None)
+
+
+async def _download(request: Request, step_id: str | None) -> Response:
+    state = get_state(request)
+    task = await run_in_threadpool(_find, request, step_id)
+    if task.status != "completed":
+        raise HTTPException(
+            400, f"Task {task.step_id} is not completed, current status: {task.status}"
+        )
+    path = state.tasks.result_path(task.step_id, task.format)
+    try:
+        data = await run_in_threadpool(path.read_bytes)
+    except FileNotFoundError as exc:
+        raise HTTPException(404, f"The result file of task {task.step_id} is missing") from exc
+    return Response(
+        data,
+        media_type=MEDIA_TYPES[task.format],
+        headers={"Content-Disposition": f"attachment; filename=audio.{task.format}"},
+    )
+
+
+@router.get("/download_result/{step_id}")
+async def download_result(request: Request, step_id: str) -> Response:
+    return await _download(request, step_id)
+
+
+@router.get("/download_result")
+async def download_result_by_query(request: Request) -> Response:
+    return await _download(request, None)
+
+
+@router.post("/stop_generation", response_model=StopTaskResponse)
+async def stop_all(request: Request) -> Response:
+    stopped = await run_in_threadpool(get_state(request).tasks.cancel_all)
+    return negotiated(request, StopTaskResponse(success=True, message=f"Stopped {stopped} task(s)"))
+
+
+@router.post("/stop_async_task/{step_id}", response_model=StopTaskResponse)
+async def stop_one(request: Request, step_id: str) -> Response:
+    task = await run_in_threadpool(get_state(request).tasks.cancel, step_id)
+    if task is None:
+        raise HTTPException(404, f"Task {step_id} not found")
+    message = (
+        f"Task {step_id} stopped"
+        if task.status in ("pending", "processing")
+        else f"Task {step_id} already {task.status}"
+    )
+    return negotiated(request, StopTaskResponse(success=True, message=message, step_id=step_id))

@@ -1,0 +1,192 @@
+"""Durable records of async generation tasks (SQLite, shared by all server processes).
+
+A task is written before the client hears "created", so a crash or restart loses no
+accepted task: tasks left ``processing`` by a process that is gone go back to ``pending``
+and run again. Result files are written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ACTIVE = ("pending", "processing")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    step_id      TEXT PRIMARY KEY,
+    status       TEXT NOT NULL,
+    format       TEXT NOT NULL,
+    request      BLOB NOT NULL,
+    owner        TEXT,
+    created_at   REAL NOT NULL,
+    started_at   REAL,
+    completed_at REAL,
+    error        TEXT
+)
+"""
+
+
+class TaskConflict(Exception):
+    status_code = 409
+
+
+@dataclass(frozen=True)
+class Task:
+    step_id: str
+    status: str
+    format: str
+    request: bytes
+    owner: str | None
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    error: str | None
+
+
+def process_identity(pid: int) -> str | None:
+    """``pid:start-time`` of a live process, None if it is gone.
+
+    The start time makes a reused PID (common after a container restart) a different owner.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the parenthesised command name; start time is field 22 of the line.
+    return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    if not owner:
+        return False
+    pid = int(owner.split(":", 1)[0])
+    return process_identity(pid) == owner
+
+
+class TaskStore:
+    def __init__(self, data_dir: str | Path) -> None:
+        self.root = Path(data_dir).resolve()
+        self.results = self.root / "task_results"
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "tasks.sqlite3"
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # A connection per operation: cheap for SQLite, and safe from any thread.
+        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")  # take the write lock now: no lost updates
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def result_path(self, step_id: str, fmt: str) -> Path:
+        # Ids are free text; the file name is derived so no id can form a path.
+        return self.results / f"{hashlib.sha256(step_id.encode()).hexdigest()}.{fmt}"
+
+    def create(self, step_id: str, fmt: str, request: bytes) -> None:
+        """Record a new pending task; a finished task with the same id is replaced."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT status, format FROM tasks WHERE step_id = ?", (step_id,)
+            ).fetchone()
+            if row is not None:
+                if row[0] in ACTIVE:
+                    raise TaskConflict(f"Task with step_id {step_id} is {row[0]}")
+                self.result_path(step_id, row[1]).unlink(missing_ok=True)
+                db.execute("DELETE FROM tasks WHERE step_id = ?", (step_id,))
+            db.execute(
+                "INSERT INTO tasks (step_id, status, format, request, created_at) "
+                "VALUES (?, 'pending', ?, ?, ?)",
+                (step_id, fmt, request, time.time()),
+            )
+
+    def get(self, step_id: str) -> Task | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM tasks WHERE step_id = ?", (step_id,)).fetchone()
+        return Task(*row) if row else None
+
+    def claim_next(self, owner: str) -> Task | None:
+        """Atomically move the oldest pending task to ``processing`` for ``owner``."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT step_id FROM tasks WHERE status = 'pending' ORDER BY created_at LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE tasks SET status = 'processing', owner = ?, started_at = ? "
+                "WHERE step_id = ?",
+                (owner, time.time(), row[0]),
+            )
+            return Task(*db.execute("SELECT * FROM tasks WHERE step_id = ?", row).fetchone())
+
+    def finish(self, step_id: str, status: str, error: str | None = None) -> bool:
+        """Record the outcome unless the task was cancelled meanwhile (returns False then)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET status = ?, error = ?, completed_at = ? "
+                "WHERE step_id = ? AND status = 'processing'",
+                (status, error, time.time(), step_id),
+            )
+            return cursor.rowcount == 1
+
+    def cancel(self, step_id: str) -> Task | None:
+        """Cancel one task if it is still active; returns the task as it was, or None."""
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM tasks WHERE step_id = ?", (step_id,)).fetchone()
+            if row is not None and row[1] in ACTIVE:
+                db.execute(
+                    "UPDATE tasks SET status = 'cancelled', completed_at = ? WHERE step_id = ?",
+                    (time.time(), step_id),
+                )
+        return Task(*row) if row else None
+
+    def cancel_all(self) -> int:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET status = 'cancelled', completed_at = ? "
+                "WHERE status IN ('pending', 'processing')",
+                (time.time(),),
+            )
+            return cursor.rowcount
+
+    def requeue_orphans(self) -> list[str]:
+        """Tasks whose process died mid-run go back to the queue (crash recovery)."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT step_id, owner FROM tasks WHERE status = 'processing'"
+            ).fetchall()
+            orphans = [sid for sid, owner in rows if not _owner_alive(owner)]
+            db.executemany(
+                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL "
+                "WHERE step_id = ?",
+                [(sid,) for sid in orphans],
+            )
+        return orphans
+
+    def write_result(self, step_id: str, fmt: str, data: bytes) -> None:
+        final = self.result_path(step_id, fmt)
+        partial = final.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, final)
