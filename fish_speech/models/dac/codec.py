@@ -19,7 +19,7 @@ class Codec:
     serve a worker thread. Use `load_codec` to build one from a checkpoint.
     """
 
-    def __init__(self, model: CodecModel) -> None:
+    def __init__(self, model: CodecModel, max_frames: int | None = None) -> None:
         self.model = model
         reference = next(model.parameters())
         self.device = reference.device
@@ -28,8 +28,12 @@ class Codec:
         self.hop_length: int = model.hop_length  # audio samples per code frame
         self.codebook_sizes: list[int] = model.cfg.codebook_sizes
         self.num_codebooks: int = len(self.codebook_sizes)
-        # Longest grid one pass can handle (RoPE table size); longer inputs go in chunks.
-        self.max_frames: int | None = model.max_frames
+        # Longest grid one pass handles: the model's RoPE tables bound it, and callers may
+        # lower it to bound memory. Longer inputs are processed in overlapping chunks.
+        limits = [n for n in (model.max_frames, max_frames) if n is not None]
+        self.max_frames: int | None = min(limits) if limits else None
+        if self.max_frames is not None and self.max_frames < 2:
+            raise ValueError("max_frames must be at least 2")
 
     # -- encode ---------------------------------------------------------------------------
 

@@ -195,8 +195,14 @@ class CodecModel(nn.Module):
 
     def _max_frames(self, down: int) -> int | None:
         """Longest code sequence every transformer's RoPE table covers (None: unlimited)."""
-        q = self.cfg.quantizer
-        limits = [t.block_size // down for t in self.cfg.encoder_transformers if t is not None]
+        cfg = self.cfg
+        # An encoder block's transformer sees prod(later rates) * down frames per code frame.
+        limits = [
+            t.block_size // (math.prod(cfg.encoder_rates[i + 1 :]) * down)
+            for i, t in enumerate(cfg.encoder_transformers)
+            if t is not None
+        ]
+        q = cfg.quantizer
         limits += [t.block_size for t in (q.pre_module, q.post_module) if t is not None]
         return min(limits) if limits else None
 
