@@ -109,9 +109,10 @@ def test_step_internals_match_recording(run, monkeypatch):
 
     steps, books = ref["frames"].shape[1], model.config.num_codebooks
     slow = torch.stack(slow_logits)
-    fast = torch.stack(fast_logits).view(steps, books, -1)
+    # Position 0's fast logits are never computed; the rest only over the sampled width.
+    fast = torch.stack(fast_logits).view(steps, books - 1, -1)
     assert max_diff(slow, ref["slow_logits_captured"]) <= LOGIT_TOL
-    assert max_diff(fast, ref["fast_logits_captured"]) <= LOGIT_TOL
+    assert max_diff(fast, ref["fast_logits_captured"][:, 1:, :1024]) <= LOGIT_TOL
 
     assert (ref["slow_prev_window"][0] == -1).all()  # the prefill step has no penalty
     np.testing.assert_array_equal(torch.stack(windows)[:, :, 0], ref["slow_prev_window"][1:])
@@ -120,7 +121,7 @@ def test_step_internals_match_recording(run, monkeypatch):
     p = settings(run).as_tensors(torch.device("cpu"))
     temperature, top_p, penalty = p
     for i in range(steps):
-        slow_i, fast_i = slow[i], fast[i, 1:, :1024]
+        slow_i, fast_i = slow[i], fast[i]
         if i > 0:
             slow_i = penalize(slow_i, windows[i - 1][:, 0], penalty)
             fast_i = torch.stack(

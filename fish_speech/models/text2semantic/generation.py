@@ -113,19 +113,19 @@ def decode_step(
     width = min(RESIDUAL_CODEBOOK_SIZE, model.config.codebook_size)
     logits, hidden = model.forward_slow(tokens, input_pos, kv_len)
     token = sample(logits[0, -1], noise_slow, *params, None if window is None else window[:, 0])
-    # Code 0 is not predicted by the fast model: it is the slow token's semantic index
-    # (0 for a non-semantic token). The fast cache needs no clearing: position k attends
-    # only to positions 0..k, which this frame has just written.
-    model.forward_fast(hidden, 0)
-    code = token - model.semantic_begin_id
-    # Any non-semantic token (text, special or vocab padding above the semantic range) maps
-    # to 0; the original only handled ids below the range and crashed on the ones above.
-    code = torch.where((code >= 0) & (code < model.config.codebook_size), code, 0)
+    # Code 0 is not predicted by the fast model: it is the slow token's semantic index. Any
+    # other token (text, special, or vocab padding above the semantic range) maps to 0; the
+    # original clamped only ids below the range and crashed on those above it.
+    # The fast cache needs no clearing: position k attends only to positions 0..k, which
+    # this frame has just written. Position 0's logits are unused, so only its cache is filled.
+    model.fast_hidden(hidden, 0)
+    semantic = (token >= model.semantic_begin_id) & (token <= model.semantic_end_id)
+    code = torch.where(semantic, token - model.semantic_begin_id, 0)
     frame = [token, code]
     for k in range(1, num_codebooks):
-        fast_logits = model.forward_fast(model.fast_embeddings(code).view(1, 1, -1), k)
+        fast_logits = model.forward_fast(model.fast_embeddings(code).view(1, 1, -1), k, width)
         code = sample(
-            fast_logits[0, 0, :width],
+            fast_logits[0, 0],
             noise_fast[k - 1],
             *params,
             None if window is None else window[k + 1],

@@ -293,8 +293,8 @@ class DualARTransformer(nn.Module):
         head = self.embeddings.weight if self.config.tie_word_embeddings else self.output.weight
         return F.linear(normed, head), self.fast_project_in(x)
 
-    def forward_fast(self, x: Tensor, position: int) -> Tensor:
-        """One fast-transformer position: x (B, 1, fD) -> codebook logits (B, 1, K).
+    def fast_hidden(self, x: Tensor, position: int) -> Tensor:
+        """Run the fast blocks for one position of the current frame: x (B, 1, fD).
 
         Position 0 takes the slow hidden state, position k >= 1 the embedding of code k-1.
         Earlier positions of the same frame must already be in the fast cache.
@@ -304,4 +304,10 @@ class DualARTransformer(nn.Module):
         rope = self.fast_rope[position : position + 1]
         for layer in self.fast_layers:
             x = layer(x, rope, input_pos, position + 1, None)
-        return self.fast_output(self.fast_norm(x))
+        return x
+
+    def forward_fast(self, x: Tensor, position: int, width: int | None = None) -> Tensor:
+        """Codebook logits (B, 1, width or K) after :meth:`fast_hidden`; computing only the
+        first ``width`` outputs saves reading the unused rows of the head."""
+        head = self.fast_output.weight[:width]
+        return F.linear(self.fast_norm(self.fast_hidden(x, position)), head)
