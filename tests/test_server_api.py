@@ -21,6 +21,11 @@ ROUTES = [
     ("GET", "/v1/references/list"),
     ("DELETE", "/v1/references/delete"),
     ("POST", "/v1/references/update"),
+    ("POST", "/generate_audio_enhanced_async"),
+    ("GET", "/get_task_status/some_task"),
+    ("GET", "/download_result/some_task"),
+    ("POST", "/stop_generation"),
+    ("POST", "/stop_async_task/some_task"),
     ("GET", "/docs"),
     ("GET", "/openapi.json"),
 ]
@@ -41,7 +46,13 @@ def test_health_reports_engine(server):
 def test_docs_and_openapi(server):
     assert server.request("GET", "/docs").status_code == 200
     spec = server.request("GET", "/openapi.json").json()
-    for path in ("/v1/tts", "/v1/vqgan/encode", "/v1/references/add", "/v1/health"):
+    for path in (
+        "/v1/tts",
+        "/v1/vqgan/encode",
+        "/v1/references/add",
+        "/v1/health",
+        "/generate_audio_enhanced_async",
+    ):
         assert path in spec["paths"]
     assert "ServeTTSRequest" in str(spec["paths"]["/v1/tts"])
 
