@@ -102,3 +102,11 @@ def test_half_precisions_run(dtype, tol):
         logits, _ = t2s.model.forward_slow(prompt, torch.arange(n), n, return_all=True)
     assert np.abs(logits[0].float().numpy() - ref["slow_logits"]).max() <= tol
     assert greedy_codes(t2s).shape == (t2s.num_codebooks, 15)
+
+
+def test_codebook_smaller_than_semantic_range_is_rejected(ckpt):
+    config = json.loads((ckpt / "config.json").read_text())
+    config["codebook_size"] = 1000  # the tokenizer has 1280 semantic tokens
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="semantic tokens"):
+        load_text2semantic(ckpt)

@@ -89,6 +89,11 @@ def load_model(
             f"tokenizer has {tokenizer.vocab_size} ids but config.json vocab_size is "
             f"{config.vocab_size}"
         )
+    if tokenizer.num_semantic > config.codebook_size:
+        raise CheckpointError(
+            f"tokenizer has {tokenizer.num_semantic} semantic tokens but config.json "
+            f"codebook_size is {config.codebook_size}"
+        )
     weights_path = folder / "model.pth"
     if not weights_path.is_file():
         raise CheckpointError(f"weights file missing: {weights_path}")
