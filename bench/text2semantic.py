@@ -1,0 +1,213 @@
+"""Text-to-semantic speed at batch 1: prefill time and decode frames/s on S1-mini-sized
+random weights (no checkpoint needed), eager and optionally torch.compile'd.
+
+    python bench/text2semantic.py [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+                                  [--compile | --compile-only] [--prompt-len 256] [--frames 16]
+
+Prints one JSON object. One decode step produces one frame (one slow token plus the
+residual codes), so frames/s equals the original's "tokens/sec". The weight-bandwidth bound
+is the bytes of weights one step must read (slow blocks, output head, and the fast blocks
+plus fast head once per codebook) divided into the measured memory read bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from fish_speech.models.text2semantic.config import DualARConfig
+from fish_speech.models.text2semantic.generation import SamplingParams, decode_step
+from fish_speech.models.text2semantic.model import RESIDUAL_CODEBOOK_SIZE, DualARTransformer
+
+# The published openaudio-s1-mini config.json (spec §1.2) and its special-token layout.
+S1_MINI = {
+    "model_type": "dual_ar",
+    "vocab_size": 155776,
+    "n_layer": 28,
+    "n_head": 16,
+    "dim": 1024,
+    "intermediate_size": 3072,
+    "n_local_heads": 8,
+    "head_dim": 128,
+    "rope_base": 1000000,
+    "norm_eps": 1e-06,
+    "max_seq_len": 8192,
+    "dropout": 0.0,
+    "tie_word_embeddings": False,
+    "attention_qkv_bias": False,
+    "attention_o_bias": False,
+    "attention_qk_norm": True,
+    "codebook_size": 4096,
+    "num_codebooks": 10,
+    "use_gradient_checkpointing": True,
+    "initializer_range": 0.03125,
+    "scale_codebook_embeddings": True,
+    "n_fast_layer": 4,
+    "fast_dim": 1024,
+    "fast_n_head": 16,
+    "fast_n_local_heads": 8,
+    "fast_head_dim": 64,
+    "fast_intermediate_size": 3072,
+    "fast_attention_qkv_bias": False,
+    "fast_attention_qk_norm": False,
+    "fast_attention_o_bias": False,
+}
+SEMANTIC_BEGIN, SEMANTIC_END = 151658, 155753
+TEXT_VOCAB = 151643
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_model(device: str, dtype: torch.dtype) -> DualARTransformer:
+    config = DualARConfig.from_dict(S1_MINI)
+    with torch.device("meta"):
+        model = DualARTransformer(config, SEMANTIC_BEGIN, SEMANTIC_END)
+    model = model.to_empty(device=device).to(dtype).eval().requires_grad_(False)
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, config.initializer_range, generator=gen)
+    model.setup_caches()
+    return model
+
+
+def step_weight_bytes(model: DualARTransformer) -> int:
+    """Bytes of weights one decode step reads. Embedding tables are only gathered; the fast
+    blocks run once per codebook, the fast head (first 1024 rows) once per residual book."""
+
+    def size(module: torch.nn.Module) -> int:
+        return sum(p.numel() * p.element_size() for p in module.parameters())
+
+    c = model.config
+    head = model.embeddings if c.tie_word_embeddings else model.output
+    slow = size(model.layers) + size(model.norm) + size(head) + size(model.fast_project_in)
+    fast = size(model.fast_layers) + size(model.fast_norm)
+    rows = min(RESIDUAL_CODEBOOK_SIZE, c.codebook_size)
+    fast_head = model.fast_output.weight[:rows]
+    return slow + c.num_codebooks * fast + (c.num_codebooks - 1) * fast_head.nbytes
+
+
+def read_bandwidth(device: str) -> float:
+    """Bytes/s for streaming a 1 GiB buffer (a sum reads every byte once)."""
+    x = torch.ones(256 * 2**20, device=device)
+    for _ in range(2):
+        x.sum()
+    sync(device)
+    t0 = time.perf_counter()
+    runs = 5
+    for _ in range(runs):
+        x.sum()
+    sync(device)
+    return runs * x.numel() * x.element_size() / (time.perf_counter() - t0)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def run(model, device: str, prompt_len: int, frames: int, step_fn, static: bool) -> dict:
+    c = model.config
+    gen = torch.Generator(device=device).manual_seed(1)
+    prompt = torch.zeros((1, c.num_codebooks + 1, prompt_len), dtype=torch.long, device=device)
+    prompt[0, 0] = torch.randint(0, TEXT_VOCAB, (prompt_len,), generator=gen, device=device)
+    params = SamplingParams().as_tensors(torch.device(device))
+    width = min(RESIDUAL_CODEBOOK_SIZE, c.codebook_size)
+
+    def noise():
+        return (
+            torch.empty(c.vocab_size, device=device).exponential_(generator=gen),
+            torch.empty((c.num_codebooks - 1, width), device=device).exponential_(generator=gen),
+        )
+
+    sync(device)
+    t0 = time.perf_counter()
+    frame = decode_step(
+        model, prompt, torch.arange(prompt_len, device=device), prompt_len, None, params, *noise()
+    )
+    sync(device)
+    prefill_s = time.perf_counter() - t0
+
+    window = torch.zeros((c.num_codebooks + 1, 16), dtype=torch.long, device=device)
+    times = []
+    for i in range(frames):
+        pos = prompt_len + i
+        t0 = time.perf_counter()
+        frame = step_fn(
+            model,
+            frame.view(1, -1, 1),
+            torch.tensor([pos], device=device),
+            None if static else pos + 1,
+            window,
+            params,
+            *noise(),
+        ).clone()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    # The first compiled steps include compilation; report it apart and time the rest.
+    warm = 2 if static else 1
+    steady = times[warm:]
+    return {
+        "prefill_tokens": prompt_len,
+        "prefill_s": round(prefill_s, 4),
+        "first_step_s": round(times[0], 3),
+        "decode_frames_timed": len(steady),
+        "decode_s_per_frame": round(sum(steady) / len(steady), 4),
+        "decode_frames_per_s": round(len(steady) / sum(steady), 3),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="default: bf16 on CUDA, else fp32")
+    p.add_argument("--compile", action="store_true", help="also run the compiled step")
+    p.add_argument("--compile-only", action="store_true", help="run only the compiled step")
+    p.add_argument("--prompt-len", type=int, default=256)
+    p.add_argument("--frames", type=int, default=12, help="decode steps to run (>= 4)")
+    args = p.parse_args()
+    dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+
+    model = build_model(args.device, DTYPES[dtype_name])
+    weight_bytes = step_weight_bytes(model)
+    bandwidth = read_bandwidth(args.device)
+    result = {
+        "device": args.device,
+        "dtype": dtype_name,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        # Other processes on the same cores slow every figure (OpenMP threads wait on
+        # descheduled peers); record the load so runs can be compared.
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "weights_read_per_frame_GB": round(weight_bytes / 1e9, 3),
+        "measured_read_bandwidth_GBps": round(bandwidth / 1e9, 2),
+        "bandwidth_bound_frames_per_s": round(bandwidth / weight_bytes, 3),
+    }
+    if not args.compile_only:
+        result["eager"] = run(model, args.device, args.prompt_len, args.frames, decode_step, False)
+    if args.compile or args.compile_only:
+        compiled = torch.compile(
+            decode_step,
+            fullgraph=True,
+            mode="reduce-overhead" if args.device.startswith("cuda") else None,
+        )
+        result["compiled"] = run(model, args.device, args.prompt_len, args.frames, compiled, True)
+    for mode in ("eager", "compiled"):
+        if mode in result:
+            fps = result[mode]["decode_frames_per_s"]
+            result[mode]["fraction_of_bandwidth_bound"] = round(
+                fps / result["bandwidth_bound_frames_per_s"], 3
+            )
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
