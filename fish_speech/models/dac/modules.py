@@ -28,7 +28,10 @@ class Snake1d(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+        # x + sin(alpha x)^2 / (alpha + 1e-9), computed in one buffer: these activations are
+        # the codec's largest tensors and allocating each step costs more than the math.
+        y = torch.mul(x, self.alpha).sin_().square_()
+        return y.mul_((self.alpha + 1e-9).reciprocal()).add_(x)
 
 
 class CausalConv1d(nn.Module):
@@ -54,7 +57,8 @@ class CausalConv1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # The right pad completes the last stride so no input sample is dropped.
-        return self.conv(F.pad(x, (self.left_pad, -x.shape[-1] % self.stride)))
+        pads = (self.left_pad, -x.shape[-1] % self.stride)
+        return self.conv(F.pad(x, pads) if any(pads) else x)
 
 
 class CausalConvTranspose1d(nn.Module):
@@ -89,7 +93,7 @@ class ResidualUnit(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.block(x)
+        return self.block(x).add_(x)
 
 
 class ConvNeXtBlock(nn.Module):
