@@ -219,3 +219,28 @@ def test_seed_is_reproducible_and_local():
 def test_invalid_sampling_settings_raise(kwargs):
     with pytest.raises(ValueError):
         tiny().generate(TEXT, max_new_tokens=2, **kwargs)
+
+
+def test_step_traces_as_one_graph_without_recompiling():
+    """torch.compile(fullgraph=True) accepts the decode step, and one graph serves every
+    step (positions, windows and noise change only tensor values). The eager backend keeps
+    this fast; Inductor compiles the same graph."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(decode_step, fullgraph=True, backend="eager")
+    frames = generate("greedy_rep1.1", compiled_step=compiled)
+    np.testing.assert_array_equal(frames.numpy(), recorded("greedy_rep1.1")["frames"])
+    # Longer than the penalty window, so the window starts sliding.
+    t2s = tiny()
+    generate_frames(
+        t2s.model,
+        t2s.build_prompt(TEXT),
+        im_end_id=-1,
+        max_new_tokens=24,
+        params=SamplingParams(),
+        noise=no_noise,
+        compiled_step=compiled,
+    )
+    assert counters["stats"]["unique_graphs"] == 1

@@ -189,7 +189,8 @@ def generate_frames(
     for i in range(steps - 1):
         check_cancel()
         start = max(i - REPETITION_WINDOW, 0)
-        window = history[:, start : start + REPETITION_WINDOW]
+        # Contiguous, so a compiled step sees the same strides and offset every time.
+        window = history[:, start : start + REPETITION_WINDOW].contiguous()
         pos = prompt_len + i
         current = step(
             model,
