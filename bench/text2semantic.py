@@ -5,9 +5,13 @@ random weights (no checkpoint needed), eager and optionally torch.compile'd.
                                   [--compile | --compile-only] [--prompt-len 256] [--frames 16]
 
 Prints one JSON object. One decode step produces one frame (one slow token plus the
-residual codes), so frames/s equals the original's "tokens/sec". The weight-bandwidth bound
-is the bytes of weights one step must read (slow blocks, output head, and the fast blocks
-plus fast head once per codebook) divided into the measured memory read bandwidth.
+residual codes), so frames/s equals the original's "tokens/sec". The bounds divide the
+bytes of weights one step must read (slow blocks, output head, the fast blocks once per
+codebook, the used rows of the fast head once per residual book) into the measured memory
+bandwidth, by a plain streaming sum and by a vector-matrix product.
+
+On CPUs shared with other busy processes, run with OMP_WAIT_POLICY=PASSIVE: busy-waiting
+OpenMP threads otherwise stall on descheduled peers and every figure drops several-fold.
 """
 
 from __future__ import annotations
@@ -94,18 +98,21 @@ def step_weight_bytes(model: DualARTransformer) -> int:
     return slow + c.num_codebooks * fast + (c.num_codebooks - 1) * fast_head.nbytes
 
 
-def read_bandwidth(device: str) -> float:
-    """Bytes/s for streaming a 1 GiB buffer (a sum reads every byte once)."""
-    x = torch.ones(256 * 2**20, device=device)
-    for _ in range(2):
-        x.sum()
-    sync(device)
-    t0 = time.perf_counter()
-    runs = 5
-    for _ in range(runs):
-        x.sum()
-    sync(device)
-    return runs * x.numel() * x.element_size() / (time.perf_counter() - t0)
+def read_bandwidth(device: str) -> tuple[float, float]:
+    """Bytes/s streaming a 1 GiB float32 matrix: by a plain sum (the memory limit) and by a
+    vector-matrix product (what decode's matmuls can reach on this machine)."""
+    w = torch.ones(2**18, 2**10, device=device)
+    x = torch.ones(1, 2**10, device=device)
+    rates = []
+    for fn in (w.sum, lambda: torch.nn.functional.linear(x, w)):
+        fn()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            fn()
+        sync(device)
+        rates.append(5 * w.nbytes / (time.perf_counter() - t0))
+    return rates[0], rates[1]
 
 
 def sync(device: str) -> None:
@@ -178,18 +185,21 @@ def main() -> None:
 
     model = build_model(args.device, DTYPES[dtype_name])
     weight_bytes = step_weight_bytes(model)
-    bandwidth = read_bandwidth(args.device)
+    bandwidth, gemv_bandwidth = read_bandwidth(args.device)
     result = {
         "device": args.device,
         "dtype": dtype_name,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        # Other processes on the same cores slow every figure (OpenMP threads wait on
-        # descheduled peers); record the load so runs can be compared.
+        # Other processes on the same cores slow every figure (busy-waiting OpenMP threads
+        # stall on descheduled peers; OMP_WAIT_POLICY=PASSIVE helps); record the load.
         "load_average_1min": round(os.getloadavg()[0], 2),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "weights_read_per_frame_GB": round(weight_bytes / 1e9, 3),
-        "measured_read_bandwidth_GBps": round(bandwidth / 1e9, 2),
+        "read_bandwidth_GBps": round(bandwidth / 1e9, 2),
+        "gemv_bandwidth_GBps": round(gemv_bandwidth / 1e9, 2),
         "bandwidth_bound_frames_per_s": round(bandwidth / weight_bytes, 3),
+        "gemv_bound_frames_per_s": round(gemv_bandwidth / weight_bytes, 3),
     }
     if not args.compile_only:
         result["eager"] = run(model, args.device, args.prompt_len, args.frames, decode_step, False)
@@ -203,9 +213,10 @@ def main() -> None:
     for mode in ("eager", "compiled"):
         if mode in result:
             fps = result[mode]["decode_frames_per_s"]
-            result[mode]["fraction_of_bandwidth_bound"] = round(
-                fps / result["bandwidth_bound_frames_per_s"], 3
-            )
+            for bound in ("bandwidth", "gemv"):
+                result[mode][f"fraction_of_{bound}_bound"] = round(
+                    fps / result[f"{bound}_bound_frames_per_s"], 3
+                )
     print(json.dumps(result, indent=2))
 
 
