@@ -283,13 +283,16 @@ def parse_config(node: Any) -> CodecConfig:
     )
     if len(layers) != len(encoder_rates):
         raise CodecLoadError("config: encoder_transformer_layers must match encoder_rates")
-    # decoder_transformer_layers is accepted but has no effect: the original builds those
-    # transformers and never puts them into the decoder (spec 4.3).
-    _int_list(
+    # decoder_transformer_layers has no effect: the original builds those transformers and
+    # never puts them into the decoder (spec 4.3). Its length still must match, because the
+    # original zips it with decoder_rates and would silently drop decoder blocks otherwise.
+    decoder_layers = _int_list(
         node.get("decoder_transformer_layers", [0] * len(decoder_rates)),
         "config.decoder_transformer_layers",
         minimum=0,
     )
+    if len(decoder_layers) != len(decoder_rates):
+        raise CodecLoadError("config: decoder_transformer_layers must match decoder_rates")
 
     general = node.get("transformer_general_config")
     encoder_transformers: list[TransformerConfig | None] = []
