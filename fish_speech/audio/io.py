@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import lameenc
 import numpy as np
 import soundfile as sf
-import soxr
 
 MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "pcm": "application/octet-stream"}
 
@@ -32,10 +31,6 @@ class DecodedAudio:
     @property
     def extension(self) -> str:
         return {"WAV": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}.get(self.container, "wav")
-
-    @property
-    def duration(self) -> float:
-        return len(self.samples) / self.sample_rate
 
 
 def decode_audio(data: bytes) -> DecodedAudio:
@@ -55,12 +50,6 @@ def decode_audio(data: bytes) -> DecodedAudio:
     if not np.isfinite(mono).all():
         raise AudioDecodeError("audio holds non-finite samples")
     return DecodedAudio(mono, sample_rate, container)
-
-
-def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    if from_rate == to_rate:
-        return samples.astype(np.float32, copy=False)
-    return soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.float32)
 
 
 def to_int16(samples: np.ndarray) -> np.ndarray:

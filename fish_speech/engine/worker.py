@@ -36,10 +36,6 @@ class InferenceWorker:
         self._jobs.put(None)
         self._thread.join(timeout=5)
 
-    @property
-    def pending(self) -> int:
-        return self._jobs.qsize()
-
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the inference thread and await its result."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()

@@ -68,9 +68,6 @@ class ReferenceStore:
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
-    def exists(self, reference_id: str) -> bool:
-        return self._folder(reference_id).is_dir()
-
     def add(self, reference_id: str, audio: bytes, text: str) -> None:
         """Store a voice; the audio must decode, and keeps its real format's extension."""
         folder = self._folder(reference_id)

@@ -16,7 +16,7 @@ from fish_speech.audio.io import MEDIA_TYPES
 from fish_speech.server.http import body_schema, negotiated, parse_body
 from fish_speech.server.routes_tts import check_text, resolve_voice
 from fish_speech.server.state import get_state
-from fish_speech.tasks.store import Task
+from fish_speech.tasks.store import ACTIVE, Task
 from fish_speech.utils.schema import (
     AsyncGenerateRequest,
     AsyncGenerateResponse,
@@ -128,7 +128,7 @@ async def stop_one(request: Request, step_id: str) -> Response:
         raise HTTPException(404, f"Task {step_id} not found")
     message = (
         f"Task {step_id} stopped"
-        if task.status in ("pending", "processing")
+        if task.status in ACTIVE
         else f"Task {step_id} already {task.status}"
     )
     return negotiated(request, StopTaskResponse(success=True, message=message, step_id=step_id))
