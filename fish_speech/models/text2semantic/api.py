@@ -26,7 +26,13 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
 
 class Text2Semantic:
     """A loaded model with its tokenizer. One generation runs at a time (the KV cache is
-    shared), so concurrent calls are serialised."""
+    shared), so concurrent calls are serialised.
+
+    With ``compile`` the per-frame decode step is compiled (Inductor; CUDA graphs on CUDA)
+    on the first generation, which takes minutes for S1-mini. The compiled step attends to
+    the whole static KV cache under a causal mask so its shapes never change; the eager
+    step attends only to the filled prefix, which is faster on CPU. The prefill is eager.
+    """
 
     def __init__(
         self, model: DualARTransformer, tokenizer: FishTokenizer, compile: bool = False

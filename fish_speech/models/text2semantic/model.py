@@ -247,10 +247,6 @@ class DualARTransformer(nn.Module):
         self.rope = rope_table(c.kv_cache_len, c.head_dim, c.rope_base).to(device, dtype)
         self.fast_rope = rope_table(c.num_codebooks, c.fast_head_dim, c.rope_base).to(device, dtype)
 
-    @property
-    def max_seq_len(self) -> int:
-        return self.config.max_seq_len
-
     def embed(self, tokens: Tensor) -> Tensor:
         """(B, C+1, S) ids -> (B, S, D): token embedding plus, at semantic positions, the sum
         of the codebook embeddings, scaled by 1/sqrt(C+1) if the config says so."""
