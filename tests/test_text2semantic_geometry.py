@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from t2s_helpers import TEXT, TINY
 
 from fish_speech.models.text2semantic import load_text2semantic
+from fish_speech.models.text2semantic.checkpoint import load_config
 from fish_speech.models.text2semantic.generation import SamplingParams, decode_step, generate_frames
+from fish_speech.models.text2semantic.model import DualARTransformer
 
 CONFIG = {
     "model_type": "dual_ar",
@@ -50,9 +52,6 @@ def t2s(tmp_path_factory):
     for name in ("tokenizer.tiktoken", "special_tokens.json"):
         shutil.copy(TINY / name, folder / name)
     (folder / "config.json").write_text(json.dumps(CONFIG))
-    from fish_speech.models.text2semantic.checkpoint import load_config
-    from fish_speech.models.text2semantic.model import DualARTransformer
-
     model = DualARTransformer(load_config(folder), 367, 1646)
     gen = torch.Generator().manual_seed(3)
     state = {k: torch.randn(v.shape, generator=gen) * 0.3 for k, v in model.state_dict().items()}
