@@ -57,6 +57,13 @@ def test_tts_decodes_generated_codes(fish_server):
     assert again.content == first.content, "the same seed must give the same audio"
 
 
+def test_documented_extremes_are_accepted(fish_server):
+    body = {"text": "Hi.", "max_new_tokens": 4, "seed": 1, "repetition_penalty": 2.0, "top_p": 1.0}
+    assert fish_server.request("POST", "/v1/tts", json=body).status_code == 200
+    body.update(repetition_penalty=0.9, top_p=0.1, temperature=0.1)
+    assert fish_server.request("POST", "/v1/tts", json=body).status_code == 200
+
+
 def test_tts_with_reference_is_in_context(fish_server):
     audio = make_wav_bytes(0.5, rate=44100)
     body = {

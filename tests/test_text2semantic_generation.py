@@ -214,7 +214,7 @@ def test_seed_is_reproducible_and_local():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"top_p": 0.0}, {"top_p": 1.5}, {"temperature": 0.0}, {"repetition_penalty": 2.0}]
+    "kwargs", [{"top_p": 0.0}, {"top_p": 1.5}, {"temperature": 0.0}, {"repetition_penalty": 2.5}]
 )
 def test_invalid_sampling_settings_raise(kwargs):
     with pytest.raises(ValueError):

@@ -39,13 +39,14 @@ class SamplingParams:
     repetition_penalty: float = 1.1
 
     def __post_init__(self) -> None:
-        # The same bounds the original asserts.
+        # The original's bounds, except that repetition_penalty 2.0 is allowed: the API
+        # documents 0.9-2.0 and the maths is fine there (the original's assert made it a 500).
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if not 0 < self.temperature < 2:
             raise ValueError(f"temperature must be in (0, 2), got {self.temperature}")
-        if not 0 < self.repetition_penalty < 2:
-            raise ValueError(f"repetition_penalty must be in (0, 2), got {self.repetition_penalty}")
+        if not 0 < self.repetition_penalty <= 2:
+            raise ValueError(f"repetition_penalty must be in (0, 2], got {self.repetition_penalty}")
 
     def as_tensors(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
         """0-dim tensors, so a compiled step does not specialise on the values."""
