@@ -46,7 +46,10 @@ class Codec:
         return self.encode_batch([(audio, sample_rate)])[0]
 
     def encode_batch(self, items: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
-        """Encode several clips in one pass; each result equals its one-at-a-time encode."""
+        """Encode several clips in one pass, giving the codes one-at-a-time calls give.
+
+        (Batched and single passes can differ in float rounding; only a VQ near-tie could flip.)
+        """
         waves = [self._prepare_audio(audio, rate) for audio, rate in items]
         frames = [math.ceil(len(w) / self.hop_length) for w in waves]
         results: list[np.ndarray | None] = [None] * len(waves)
@@ -118,7 +121,7 @@ class Codec:
         return self.decode_batch([codes])[0]
 
     def decode_batch(self, grids: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Decode several grids in one pass; each result equals its one-at-a-time decode."""
+        """Decode several grids in one pass; each matches its single decode to float rounding."""
         checked = [self._check_codes(grid) for grid in grids]
         frames = [grid.shape[1] for grid in checked]
         hop = self.model.decode_hop_length
@@ -127,22 +130,16 @@ class Codec:
         with torch.inference_mode():
             if batch:
                 # Code 0 as right padding; causality keeps it out of the valid samples.
-                padded = np.zeros((len(batch), self.num_codebooks, max(frames[i] for i in batch)))
+                longest = max(frames[i] for i in batch)
+                padded = np.zeros((len(batch), self.num_codebooks, longest), np.int64)
                 for row, i in enumerate(batch):
                     padded[row, :, : frames[i]] = checked[i]
-                audio = self._decode_padded(padded.astype(np.int64))
+                audio = self._decode_padded(padded)
                 for row, i in enumerate(batch):
                     results[i] = audio[row, : frames[i] * hop]
-            for i, n in enumerate(frames):
+            for i, grid in enumerate(checked):
                 if results[i] is None:
-                    results[i] = np.concatenate(
-                        [
-                            self._decode_padded(checked[i][None, :, first:end])[
-                                0, (start - first) * hop :
-                            ]
-                            for first, start, end in _chunk_plan(n, self.max_frames)
-                        ]
-                    )
+                    results[i] = self._decode_long(grid)
         return results
 
     def _check_codes(self, codes: np.ndarray) -> np.ndarray:
@@ -164,6 +161,14 @@ class Codec:
             grid = np.minimum(grid, np.uint64(np.iinfo(np.int64).max))
         limits = np.asarray(self.codebook_sizes, dtype=np.int64)[:, None] - 1
         return np.minimum(grid.astype(np.int64), limits)
+
+    def _decode_long(self, grid: np.ndarray) -> np.ndarray:
+        hop = self.model.decode_hop_length
+        parts = [
+            self._decode_padded(grid[None, :, first:end])[0, (start - first) * hop :]
+            for first, start, end in _chunk_plan(grid.shape[1], self.max_frames)
+        ]
+        return np.concatenate(parts)
 
     def _decode_padded(self, codes: np.ndarray) -> np.ndarray:
         grid = torch.from_numpy(np.ascontiguousarray(codes)).to(self.device)
