@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fish_speech.models.layers import RMSNorm
+
 from .config import TransformerConfig
 
 
@@ -150,18 +152,6 @@ def windowed_attention(q: Tensor, k: Tensor, v: Tensor, window: int | None) -> T
             )
         )
     return torch.cat(outputs, dim=-2)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return h.type_as(x) * self.weight
 
 
 class LayerScale(nn.Module):

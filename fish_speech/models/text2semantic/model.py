@@ -23,24 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fish_speech.models.layers import RMSNorm
+
 from .config import DualARConfig
 
 # The released inference code samples residual codebooks from this many logits only: the
 # S1 codec's residual books have 1024 entries.
 RESIDUAL_CODEBOOK_SIZE = 1024
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        # Rounded to the activation dtype before the weight, as the reference does.
-        return normed.type_as(x) * self.weight
 
 
 def rope_table(positions: int, head_dim: int, base: float) -> Tensor:
