@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from fish_speech.audio.io import AudioDecodeError, decode_audio
 from fish_speech.engine.base import ReferenceAudio
 from fish_speech.references.store import ReferenceStore
+from fish_speech.utils.schema import GenerationFields
 
 
 def resolve_references(
@@ -33,3 +34,9 @@ def resolve_references(
             raise AudioDecodeError(f"references[{index}].audio: {exc}") from exc
         voices.append(ReferenceAudio(decoded.samples, decoded.sample_rate, text))
     return voices
+
+
+def request_voice(store: ReferenceStore, fields: GenerationFields) -> list[ReferenceAudio]:
+    """The voice of a /v1/tts or async-task request."""
+    inline = [(ref.audio, ref.text) for ref in fields.references]
+    return resolve_references(store, fields.reference_id, inline)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fish_speech.engine.base import Cancelled
 from fish_speech.engine.loader import load_models
 from fish_speech.engine.service import TTSService
-from fish_speech.references.resolve import resolve_references
+from fish_speech.references.resolve import request_voice
 from fish_speech.references.store import ReferenceStore, ReferenceStoreError
 from fish_speech.server import routes_references, routes_tasks, routes_tts, routes_vqgan
 from fish_speech.server.auth import BearerAuth
@@ -80,9 +81,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         runner = TaskRunner(
             tasks,
             service,
-            lambda req: resolve_references(
-                references, req.reference_id, [(r.audio, r.text) for r in req.references]
-            ),
+            partial(request_voice, references),
         )
         app.state.fish = AppState(config, service, models.codec, references, tasks, runner)
         runner_task = asyncio.create_task(runner.run_forever())

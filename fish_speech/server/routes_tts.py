@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from fish_speech.audio.io import MEDIA_TYPES, StreamEncoder, encode_audio
 from fish_speech.engine.base import OUTPUT_SAMPLE_RATE, AudioSegment, CancelToken, ReferenceAudio
 from fish_speech.engine.service import collect_audio, synthesis_request
-from fish_speech.references.resolve import resolve_references
+from fish_speech.references.resolve import request_voice
 from fish_speech.server.http import body_schema, parse_body
 from fish_speech.server.state import AppState, get_state
 from fish_speech.utils.schema import GenerationFields, ServeTTSRequest
@@ -30,12 +30,7 @@ def check_text(state: AppState, text: str) -> None:
 
 
 async def resolve_voice(state: AppState, req: GenerationFields) -> list[ReferenceAudio]:
-    return await run_in_threadpool(
-        resolve_references,
-        state.store,
-        req.reference_id,
-        [(ref.audio, ref.text) for ref in req.references],
-    )
+    return await run_in_threadpool(request_voice, state.store, req)
 
 
 async def start_synthesis(state: AppState, req: ServeTTSRequest) -> AsyncIterator[AudioSegment]:
