@@ -52,6 +52,9 @@ class FishEngine(Engine):
     ) -> FishEngine:
         dtype = torch.float16 if half and device != "cpu" else None  # None: bf16 on GPU
         model = load_text2semantic(checkpoint_dir, device=device, dtype=dtype, compile=compile)
+        if compile:
+            # Compile now, before the server accepts requests, not during the first one.
+            model.generate("Hello world.", max_new_tokens=4, seed=0)
         return cls(model, codec, str(checkpoint_dir))
 
     def capabilities(self) -> dict[str, Any]:
