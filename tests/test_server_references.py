@@ -166,3 +166,17 @@ def test_negotiation(server):
         headers={"content-type": "application/msgpack"},
     )
     assert update.status_code == 404
+
+
+def test_reference_id_takes_precedence_over_inline_references(server):
+    assert add(server, "precedence").status_code == 200
+    body = {
+        "text": "Hi.",
+        "reference_id": "precedence",
+        # Undecodable on purpose: it must not even be looked at.
+        "references": [{"audio": "bm90IGF1ZGlv", "text": "ignored"}],
+    }
+    response = server.request("POST", "/v1/tts", json=body)
+    assert response.status_code == 200, response.text
+    del body["reference_id"]
+    assert server.request("POST", "/v1/tts", json=body).status_code == 400
