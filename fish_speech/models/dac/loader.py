@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from fish_speech.models.weights import read_weights_file
+
 from .codec import Codec
 from .config import CodecLoadError, load_config
 from .model import CodecModel
@@ -36,12 +38,7 @@ _MAX_LISTED = 6
 def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """Read a checkpoint file into a flat {key: tensor} dict with the original's unwrapping."""
     path = Path(path)
-    if not path.is_file():
-        raise CodecLoadError(f"codec checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CodecLoadError(f"cannot read codec checkpoint {path}: {exc}") from exc
+    data = read_weights_file(path, CodecLoadError, "codec checkpoint")
     if isinstance(data, Mapping) and "state_dict" in data:
         data = data["state_dict"]
     if not isinstance(data, Mapping) or not all(

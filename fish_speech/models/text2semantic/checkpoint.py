@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from fish_speech.models.weights import read_weights_file
+
 from .config import CheckpointError, DualARConfig
 from .model import DualARTransformer
 from .tokenizer import FishTokenizer
@@ -95,12 +97,7 @@ def load_model(
             f"codebook_size is {config.codebook_size}"
         )
     weights_path = folder / "model.pth"
-    if not weights_path.is_file():
-        raise CheckpointError(f"weights file missing: {weights_path}")
-    try:
-        raw = torch.load(weights_path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise CheckpointError(f"{weights_path}: cannot be read ({e})") from e
+    raw = read_weights_file(weights_path, CheckpointError, "weights file")
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{weights_path}: expected a mapping of tensors")
 
