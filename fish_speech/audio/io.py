@@ -52,6 +52,17 @@ def decode_audio(data: bytes) -> DecodedAudio:
     return DecodedAudio(mono, sample_rate, container)
 
 
+def decode_each(items: list[bytes], label: str) -> list[DecodedAudio]:
+    """Decode several uploads; a failure names the item, e.g. ``audios[2]: ...``."""
+    decoded = []
+    for index, data in enumerate(items):
+        try:
+            decoded.append(decode_audio(data))
+        except AudioDecodeError as exc:
+            raise AudioDecodeError(f"{label}[{index}]: {exc}") from exc
+    return decoded
+
+
 def to_int16(samples: np.ndarray) -> np.ndarray:
     """Float [-1, 1] to int16 with rounding and clipping (no wrap-around clicks at 1.0)."""
     return np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fish_speech.audio.io import AudioDecodeError, decode_audio
+from fish_speech.audio.io import decode_audio, decode_each
 from fish_speech.engine.base import ReferenceAudio
 from fish_speech.references.store import ReferenceStore
 from fish_speech.utils.schema import GenerationFields
@@ -26,14 +26,11 @@ def resolve_references(
             decoded = decode_audio(sample.audio_path.read_bytes())
             voices.append(ReferenceAudio(decoded.samples, decoded.sample_rate, sample.text))
         return voices
-    voices = []
-    for index, (audio, text) in enumerate(inline):
-        try:
-            decoded = decode_audio(audio)
-        except AudioDecodeError as exc:
-            raise AudioDecodeError(f"references[{index}].audio: {exc}") from exc
-        voices.append(ReferenceAudio(decoded.samples, decoded.sample_rate, text))
-    return voices
+    decoded = decode_each([audio for audio, _ in inline], "references")
+    return [
+        ReferenceAudio(clip.samples, clip.sample_rate, text)
+        for clip, (_, text) in zip(decoded, inline, strict=True)
+    ]
 
 
 def request_voice(store: ReferenceStore, fields: GenerationFields) -> list[ReferenceAudio]:

@@ -6,7 +6,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from fish_speech.audio.io import AudioDecodeError, decode_audio
+from fish_speech.audio.io import decode_each
 from fish_speech.server.http import body_schema, negotiated, parse_body
 from fish_speech.server.state import get_state
 from fish_speech.utils.schema import (
@@ -17,17 +17,6 @@ from fish_speech.utils.schema import (
 )
 
 router = APIRouter(prefix="/v1/vqgan", tags=["vqgan"])
-
-
-def _decode_uploads(audios: list[bytes]) -> list[tuple[np.ndarray, int]]:
-    decoded = []
-    for index, data in enumerate(audios):
-        try:
-            audio = decode_audio(data)
-        except AudioDecodeError as exc:
-            raise AudioDecodeError(f"audios[{index}]: {exc}") from exc
-        decoded.append((audio.samples, audio.sample_rate))
-    return decoded
 
 
 def check_token_grid(index: int, grid: list[list[int]], codebook_sizes: list[int]) -> np.ndarray:
@@ -63,7 +52,8 @@ async def encode(request: Request) -> Response:
     req = await parse_body(request, ServeVQGANEncodeRequest)
     if not req.audios:
         raise HTTPException(400, "audios is empty")
-    clips = await run_in_threadpool(_decode_uploads, req.audios)
+    decoded = await run_in_threadpool(decode_each, req.audios, "audios")
+    clips = [(clip.samples, clip.sample_rate) for clip in decoded]
     codes = await state.service.run(lambda: codec.encode_batch(clips))
     return negotiated(request, ServeVQGANEncodeResponse(tokens=[c.tolist() for c in codes]))
 
