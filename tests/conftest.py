@@ -141,3 +141,43 @@ def make_wav_bytes(
     buffer = io.BytesIO()
     sf.write(buffer, (0.3 * tone / np.abs(tone).max()).astype(np.float32), rate, format=fmt)
     return buffer.getvalue()
+
+
+# Flags for headless Chromium on a machine with no outside network: without the
+# background-networking ones it keeps trying (and failing) to reach Google's hosts.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def find_chromium() -> str | None:
+    """The system Chromium (Debian's ``chromium``), or $CHROMIUM if set."""
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    return os.environ.get("CHROMIUM") or found
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless system Chromium driven by Playwright; skips, saying why, when there is none.
+
+    Playwright never downloads a browser here: it drives the system one via executable_path.
+    """
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium found (install Debian's 'chromium' or set $CHROMIUM)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the 'playwright' package is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
