@@ -12,6 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Before torch loads (test modules import it after this file): OpenMP threads that spin
+# while idle stall on descheduled peers when the cores are shared, slowing small tensor
+# work twentyfold (measured on 2 shared cores). The server sets the same for itself.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
 import requests
