@@ -29,6 +29,9 @@ from fish_speech.utils.schema import (
 
 router = APIRouter(tags=["async tasks"])
 TEXT_PREVIEW = 120  # characters of a task's text shown in the task list
+AUDIO_RESPONSE = {
+    200: {"description": "The audio file", "content": {m: {} for m in MEDIA_TYPES.values()}}
+}
 
 
 def _find(request: Request, step_id: str | None) -> Task:
@@ -129,12 +132,12 @@ async def _download(request: Request, step_id: str | None) -> Response:
     )
 
 
-@router.get("/download_result/{step_id}")
+@router.get("/download_result/{step_id}", responses=AUDIO_RESPONSE)
 async def download_result(request: Request, step_id: str) -> Response:
     return await _download(request, step_id)
 
 
-@router.get("/download_result")
+@router.get("/download_result", responses=AUDIO_RESPONSE)
 async def download_result_by_query(request: Request) -> Response:
     return await _download(request, None)
 
