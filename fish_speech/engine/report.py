@@ -7,6 +7,7 @@ their progress every few seconds, so a minute-long request is not silent in the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -81,8 +82,8 @@ async def observe(
                 yield segment
         if samples == 0:
             outcome = "empty"
-    except (Cancelled, GeneratorExit):
-        # GeneratorExit: the consumer stopped listening (client gone, task cancelled).
+    except (Cancelled, GeneratorExit, asyncio.CancelledError):
+        # GeneratorExit or CancelledError: the consumer stopped listening (client gone).
         outcome = "cancelled"
         raise
     except Exception as exc:
