@@ -8,6 +8,7 @@ and are the same in every process.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 
@@ -33,6 +34,7 @@ from fish_speech.engine.report import SynthesisReport
 from fish_speech.engine.service import TTSService
 from fish_speech.tasks.store import TaskStore
 
+log = logging.getLogger(__name__)
 UNMATCHED = "(unmatched)"  # one label for every unknown path, so scanners add no series
 
 # Seconds: from 5 ms (embedded engine, CJK) to minutes (long Fish requests on a CPU).
@@ -173,8 +175,12 @@ class RouteTemplates:
             regex, path = getattr(route, "path_regex", None), getattr(route, "path", None)
             if regex is not None and path:
                 table.append((regex, path))
-        for template in self.app.openapi()["paths"]:
-            table.append((compile_path(template)[0], template))
+        try:
+            templates = list(self.app.openapi()["paths"])
+        except Exception:  # a broken document must not break every request
+            log.exception("OpenAPI document failed: API routes are counted as unmatched")
+            templates = []
+        table += [(compile_path(template)[0], template) for template in templates]
         return table
 
     def label(self, path: str) -> str:
