@@ -158,6 +158,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # A fake microphone (a beep) that needs no permission prompt: the page records voices.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 
 
@@ -169,11 +172,13 @@ def find_chromium() -> str | None:
     return os.environ.get("CHROMIUM") or found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     """A headless system Chromium driven by Playwright; skips, saying why, when there is none.
 
     Playwright never downloads a browser here: it drives the system one via executable_path.
+    Module scope, not session: while Playwright's sync API is running it marks its event
+    loop as running in the main thread, so asyncio.run() in later test modules would fail.
     """
     executable = find_chromium()
     if executable is None:

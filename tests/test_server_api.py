@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
 import textwrap
@@ -26,9 +27,12 @@ ROUTES = [
     ("GET", "/download_result/some_task"),
     ("POST", "/stop_generation"),
     ("POST", "/stop_async_task/some_task"),
-    ("GET", "/docs"),
     ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/tasks"),
 ]
+# Pages a browser opens before it can send a key (the same files in every install).
+PUBLIC = ["/", "/web/app.js", "/docs", "/redoc", "/docs/assets/swagger-ui-bundle.js"]
 
 
 def test_health_reports_engine(server):
@@ -84,7 +88,20 @@ def test_every_route_needs_the_key(auth_server, method, path):
 def test_the_key_opens_the_routes(auth_server):
     assert auth_server.request("GET", "/v1/health").status_code == 200
     assert auth_server.request("GET", "/v1/references/list").status_code == 200
-    assert auth_server.request("GET", "/docs").status_code == 200
+    assert auth_server.request("GET", "/openapi.json").status_code == 200
+
+
+def test_page_and_docs_pages_are_public(auth_server):
+    for path in PUBLIC:
+        response = auth_server.session.get(auth_server.url(path), timeout=10)
+        assert response.status_code == 200, path
+    # Only reading them is public, and a public prefix leads nowhere else.
+    assert auth_server.session.post(auth_server.url("/"), timeout=10).status_code == 401
+    connection = http.client.HTTPConnection(auth_server.base_url.removeprefix("http://"))
+    connection.request("GET", "/web/../openapi.json")  # sent as is, not normalised
+    escaped = connection.getresponse()
+    assert escaped.status == 404 and b"openapi" not in escaped.read()
+    connection.close()
 
 
 SEED_SNIPPETS = """

@@ -132,6 +132,37 @@ def test_client_streaming_and_inline_reference(server, tmp_path):
     assert_speech(*decode_wav(data))
 
 
+def test_client_shows_streaming_progress(server, tmp_path):
+    run = run_client(
+        server, tmp_path, "--text", "Progress while it streams.", "--streaming", "--output", "s"
+    )
+    assert run.returncode == 0, run.stderr
+    final = run.stderr.strip().splitlines()[-1]
+    assert final.startswith("received ") and final.endswith("s of audio, done"), run.stderr
+    seconds = float(final.split(", ")[1].split(" s")[0])
+    samples, rate = decode_wav((tmp_path / "s.wav").read_bytes())
+    assert seconds == pytest.approx(len(samples) / rate, abs=0.05)
+
+
+def test_client_async_task_with_progress(server, tmp_path):
+    text = " ".join(["A background task from the client."] * 4)
+    run = run_client(
+        server, tmp_path, "--text", text, "--async", "--step_id", "cli-task", "--output", "bg"
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Task cli-task queued" in run.stdout
+    assert run.stderr.strip().splitlines()[-1] == "[" + "#" * 30 + "] 100.0% completed"
+    assert_speech(*decode_wav((tmp_path / "bg.wav").read_bytes()), min_seconds=2)
+    assert server.request("GET", "/get_task_status/cli-task").json()["progress"] == 1.0
+
+
+def test_client_flags_have_help(tmp_path):
+    from tools.api_client import build_parser
+
+    for action in build_parser()._actions:
+        assert action.help, f"{action.option_strings} has no help text"
+
+
 def test_client_reports_errors(server, tmp_path):
     local = run_client(server, tmp_path, "--text", "hi", "--top_p", "7")
     assert local.returncode == 2 and "top_p" in local.stderr

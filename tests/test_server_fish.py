@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import ormsgpack
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TESTVECTORS, assert_speech, decode_wav, launch_server, make_wav_bytes
 
@@ -55,6 +57,24 @@ def test_tts_decodes_generated_codes(fish_server):
     assert_speech(samples, rate, min_seconds=HOP / 44100)
     again = fish_server.request("POST", "/v1/tts", json=body)
     assert again.content == first.content, "the same seed must give the same audio"
+
+
+def test_frames_are_counted_in_the_log_and_metrics(fish_server):
+    text = "Frames are counted here."
+    response = fish_server.request("POST", "/v1/tts", json={"text": text, "max_new_tokens": 8})
+    assert response.status_code == 200
+    frames = len(decode_wav(response.content)[0]) // HOP  # one frame per hop of audio
+    line = next(
+        json.loads(entry.split("synthesis ", 1)[1])
+        for entry in fish_server.log().splitlines()
+        if f'"characters": {len(text)},' in entry
+    )
+    assert (line["engine"], line["frames"], line["outcome"]) == ("fish", frames, "ok")
+    metrics = fish_server.request("GET", "/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    fps = {s.name: s.value for s in families["fish_speech_frames_per_second"].samples}
+    assert fps["fish_speech_frames_per_second_count"] >= 1
+    assert fps["fish_speech_frames_per_second_sum"] > 0
 
 
 def test_documented_extremes_are_accepted(fish_server):

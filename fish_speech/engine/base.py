@@ -70,6 +70,20 @@ class AudioSegment:
 
     samples: np.ndarray
     sample_rate: int = OUTPUT_SAMPLE_RATE
+    # Fraction of the request's text spoken once this segment is played (0-1), for progress
+    # reports; None when the engine cannot tell.
+    progress: float | None = None
+    # Model frames generated for this segment (the Fish engine's semantic frames); 0 if none.
+    frames: int = 0
+
+
+def with_progress(pieces: list[str]) -> Iterator[tuple[str, float]]:
+    """Each piece of a request's text with the fraction of its characters done after it."""
+    total = sum(len(piece) for piece in pieces) or 1
+    done = 0
+    for piece in pieces:
+        done += len(piece)
+        yield piece, done / total
 
 
 class Engine(ABC):

@@ -16,6 +16,7 @@ from fish_speech.engine.base import (
     Engine,
     ReferenceAudio,
     SynthesisRequest,
+    with_progress,
 )
 from fish_speech.models.text2semantic import Text2Semantic, load_text2semantic
 from fish_speech.text.normalize import normalize_text
@@ -80,7 +81,7 @@ class FishEngine(Engine):
     def synthesize(self, request: SynthesisRequest, cancel: CancelToken) -> Iterator[AudioSegment]:
         text = normalize_text(request.text) if request.normalize else request.text
         prompts: list[FishPrompt] = request.prompts
-        for chunk in split_text(text, request.chunk_length):
+        for chunk, progress in with_progress(split_text(text, request.chunk_length)):
             codes = self.model.generate(
                 chunk,
                 [p.text for p in prompts],
@@ -95,4 +96,5 @@ class FishEngine(Engine):
             cancel.raise_if_cancelled()
             if codes.shape[1] == 0:
                 continue
-            yield AudioSegment(self.codec.decode(codes).astype(np.float32))
+            audio = self.codec.decode(codes).astype(np.float32)
+            yield AudioSegment(audio, progress=progress, frames=int(codes.shape[1]))

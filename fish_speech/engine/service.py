@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from fish_speech.engine.base import (
     ReferenceAudio,
     SynthesisRequest,
 )
+from fish_speech.engine.report import Listener, observe
 from fish_speech.engine.worker import InferenceWorker
 from fish_speech.utils.schema import GenerationFields
 
@@ -57,6 +59,20 @@ class TTSService:
         self.worker = InferenceWorker()
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_entries = cache_entries
+        self.cache_hits = 0
+        self.cache_misses = 0
+        # Called with a SynthesisReport when each synthesis ends (the server's metrics).
+        self.listeners: list[Listener] = []
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs waiting for the inference thread."""
+        return self.worker.queue_depth
+
+    @property
+    def running_batch(self) -> int:
+        """Requests being computed now (the serial worker runs one at a time)."""
+        return self.worker.running
 
     def close(self) -> None:
         self.worker.close()
@@ -67,8 +83,10 @@ class TTSService:
             return self.engine.prepare_reference(reference)
         key = reference_key(reference)
         if key in self._cache:
+            self.cache_hits += 1
             self._cache.move_to_end(key)
             return self._cache[key]
+        self.cache_misses += 1
         prompt = self.engine.prepare_reference(reference)
         self._cache[key] = prompt
         while len(self._cache) > self._cache_entries:
@@ -81,13 +99,23 @@ class TTSService:
         references: list[ReferenceAudio],
         use_cache: bool,
         cancel: CancelToken,
+        request_id: str | None = None,
     ) -> AsyncIterator[AudioSegment]:
+        """Queue the request; its segments arrive as they are made, and when it ends it is
+        logged and reported to ``listeners`` under ``request_id`` (a fresh id if None)."""
+
         def produce():
             request.prompts = [self._prepare(ref, use_cache) for ref in references]
             cancel.raise_if_cancelled()
             yield from self.engine.synthesize(request, cancel)
 
-        return self.worker.stream(produce, cancel)
+        return observe(
+            self.worker.stream(produce, cancel),
+            request_id or uuid.uuid4().hex[:12],
+            self.engine.name,
+            len(request.text),
+            self.listeners,
+        )
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run other device work (codec encode/decode) on the same inference thread."""

@@ -25,12 +25,26 @@ _DONE = object()
 class InferenceWorker:
     def __init__(self, name: str = "inference") -> None:
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._running = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            job()
+            self._running = 1
+            try:
+                job()
+            finally:
+                self._running = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs queued behind the one running (read without a lock: a gauge, not a count)."""
+        return self._jobs.qsize()
+
+    @property
+    def running(self) -> int:
+        return self._running
 
     def close(self) -> None:
         self._jobs.put(None)

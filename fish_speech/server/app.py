@@ -19,10 +19,19 @@ from fish_speech.engine.loader import load_models
 from fish_speech.engine.service import TTSService
 from fish_speech.references.resolve import request_voice
 from fish_speech.references.store import ReferenceStore, ReferenceStoreError
-from fish_speech.server import routes_references, routes_tasks, routes_tts, routes_vqgan
+from fish_speech.server import (
+    docs,
+    metrics,
+    routes_references,
+    routes_tasks,
+    routes_tts,
+    routes_vqgan,
+    web,
+)
 from fish_speech.server.auth import BearerAuth
 from fish_speech.server.config import ServerConfig
 from fish_speech.server.http import negotiated
+from fish_speech.server.metrics import RequestCounter, RouteTemplates, ServerMetrics
 from fish_speech.server.state import AppState, get_state
 from fish_speech.tasks.runner import TaskRunner
 from fish_speech.tasks.store import TaskConflict, TaskStore
@@ -84,6 +93,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             partial(request_voice, references),
         )
         app.state.fish = AppState(config, service, models.codec, references, tasks, runner)
+        server_metrics.attach(service, tasks)
         runner_task = asyncio.create_task(runner.run_forever())
         log.info("Startup done: engine %s", models.engine.name)
         try:
@@ -95,10 +105,17 @@ def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(
         title="Fish Speech API",
         version="1.5.0",
-        description="Fish Speech compatible text-to-speech server.",
+        description="Fish Speech compatible text-to-speech server. "
+        "The web page is at `/`; routes marked *extension* are not in the Fish Speech API.",
         lifespan=lifespan,
+        docs_url=None,  # docs.install_docs serves offline Swagger UI and ReDoc instead
+        redoc_url=None,
     )
+    server_metrics = ServerMetrics()
+    app.state.metrics = server_metrics
     _install_error_handlers(app)
+    docs.install_docs(app, api_key_required=bool(config.api_key))
+    web.install_web(app)
 
     @app.api_route("/v1/health", methods=["GET", "POST"], response_model=HealthResponse)
     async def health(request: Request) -> Response:
@@ -112,8 +129,15 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(routes_vqgan.router)
     app.include_router(routes_references.router)
     app.include_router(routes_tasks.router)
+    app.include_router(metrics.router)
     if config.api_key:
-        app.add_middleware(BearerAuth, api_key=config.api_key)
+        app.add_middleware(
+            BearerAuth,
+            api_key=config.api_key,
+            public_paths=docs.PUBLIC_PATHS | web.PUBLIC_PATHS,
+            public_prefixes=docs.PUBLIC_PREFIXES + web.PUBLIC_PREFIXES,
+        )
+    app.add_middleware(RequestCounter, metrics=server_metrics, routes=RouteTemplates(app))
     return app
 
 

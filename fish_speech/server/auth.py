@@ -1,4 +1,9 @@
-"""Bearer-token authentication for every route (docs included) when --api-key is set."""
+"""Bearer-token authentication for every API route when --api-key is set.
+
+Only pages a browser must open before it can send the key (the web page, the docs pages
+and their static files, all the same in every install) are public; ``/openapi.json``,
+``/metrics`` and every API route need the key.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,23 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 class BearerAuth:
     """Pure ASGI middleware: runs before routing, so no route can be reached without it."""
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str,
+        public_paths: frozenset[str] = frozenset(),
+        public_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self._expected = api_key.encode()
+        self._public_paths = public_paths
+        self._public_prefixes = public_prefixes
+
+    def _public(self, scope: Scope) -> bool:
+        if scope["method"] not in ("GET", "HEAD"):
+            return False
+        path = scope["path"]
+        return path in self._public_paths or path.startswith(self._public_prefixes)
 
     def _authorized(self, scope: Scope) -> bool:
         header = dict(scope["headers"]).get(b"authorization", b"")
@@ -22,7 +41,7 @@ class BearerAuth:
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._authorized(scope):
+        if scope["type"] != "http" or self._public(scope) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
         body = json.dumps(

@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
+import numpy as np
 import ormsgpack
 from starlette.concurrency import run_in_threadpool
 
 from fish_speech.audio.io import encode_audio
-from fish_speech.engine.base import OUTPUT_SAMPLE_RATE, Cancelled, CancelToken, ReferenceAudio
-from fish_speech.engine.service import TTSService, collect_audio, synthesis_request
+from fish_speech.engine.base import (
+    OUTPUT_SAMPLE_RATE,
+    AudioSegment,
+    Cancelled,
+    CancelToken,
+    ReferenceAudio,
+)
+from fish_speech.engine.service import TTSService, synthesis_request
 from fish_speech.tasks.store import Task, TaskStore, process_identity
 from fish_speech.utils.schema import AsyncGenerateRequest
 
@@ -61,9 +68,13 @@ class TaskRunner:
             request = AsyncGenerateRequest.model_validate(ormsgpack.unpackb(task.request))
             voice = await run_in_threadpool(self.resolve_voice, request)
             segments = self.service.synthesize(
-                synthesis_request(request), voice, request.use_memory_cache == "on", cancel
+                synthesis_request(request),
+                voice,
+                request.use_memory_cache == "on",
+                cancel,
+                request_id=f"task:{task.step_id}",
             )
-            audio = await collect_audio(segments)
+            audio = await self._collect_with_progress(task.step_id, segments)
             if audio is None:
                 raise ValueError("No speech could be synthesised from this text")
             data = encode_audio(audio, OUTPUT_SAMPLE_RATE, request.format)
@@ -78,6 +89,17 @@ class TaskRunner:
             await run_in_threadpool(self.store.finish, task.step_id, "failed", str(exc))
         finally:
             watcher.cancel()
+
+    async def _collect_with_progress(
+        self, step_id: str, segments: AsyncIterator[AudioSegment]
+    ) -> np.ndarray | None:
+        """The whole utterance, recording the engine's progress in the task as it goes."""
+        pieces = []
+        async for segment in segments:
+            pieces.append(segment.samples)
+            if segment.progress is not None:
+                await run_in_threadpool(self.store.set_progress, step_id, segment.progress)
+        return np.concatenate(pieces) if pieces else None
 
     async def _watch_for_cancel(self, step_id: str, cancel: CancelToken) -> None:
         while not cancel.cancelled:

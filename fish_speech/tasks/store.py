@@ -28,9 +28,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at   REAL NOT NULL,
     started_at   REAL,
     completed_at REAL,
-    error        TEXT
+    error        TEXT,
+    progress     REAL
 )
 """
+TASK_STATES = ("pending", "processing", "completed", "failed", "cancelled")
 
 
 class TaskConflict(Exception):
@@ -48,6 +50,14 @@ class Task:
     started_at: float | None
     completed_at: float | None
     error: str | None
+    progress: float | None = None  # fraction of the text done, set while processing
+
+    @property
+    def reported_progress(self) -> float:
+        """0-1 for clients: 0 while pending, 1 once completed, else the last recorded value."""
+        if self.status == "completed":
+            return 1.0
+        return self.progress or 0.0
 
 
 def process_identity(pid: int) -> str | None:
@@ -79,6 +89,9 @@ class TaskStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+            if "progress" not in columns:  # a database made before progress was recorded
+                db.execute("ALTER TABLE tasks ADD COLUMN progress REAL")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -126,6 +139,28 @@ class TaskStore:
             row = db.execute("SELECT * FROM tasks WHERE step_id = ?", (step_id,)).fetchone()
         return Task(*row) if row else None
 
+    def recent(self, limit: int) -> list[Task]:
+        """The newest ``limit`` tasks, newest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [Task(*row) for row in rows]
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = dict.fromkeys(TASK_STATES, 0)
+        with self._connect() as db:
+            for status, count in db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status"):
+                counts[status] = count
+        return counts
+
+    def set_progress(self, step_id: str, progress: float) -> None:
+        with self._connect() as db:
+            db.execute(
+                "UPDATE tasks SET progress = ? WHERE step_id = ? AND status = 'processing'",
+                (progress, step_id),
+            )
+
     def claim_next(self, owner: str) -> Task | None:
         """Atomically move the oldest pending task to ``processing`` for ``owner``."""
         with self._transaction() as db:
@@ -135,8 +170,8 @@ class TaskStore:
             if row is None:
                 return None
             db.execute(
-                "UPDATE tasks SET status = 'processing', owner = ?, started_at = ? "
-                "WHERE step_id = ?",
+                "UPDATE tasks SET status = 'processing', owner = ?, started_at = ?, "
+                "progress = 0 WHERE step_id = ?",
                 (owner, time.time(), row[0]),
             )
             return Task(*db.execute("SELECT * FROM tasks WHERE step_id = ?", row).fetchone())
@@ -179,8 +214,8 @@ class TaskStore:
             ).fetchall()
             orphans = [sid for sid, owner in rows if not _owner_alive(owner)]
             db.executemany(
-                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL "
-                "WHERE step_id = ?",
+                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL, "
+                "progress = NULL WHERE step_id = ?",
                 [(sid,) for sid in orphans],
             )
         return orphans

@@ -178,6 +178,20 @@ class TaskStatusResponse(BaseModel):
     completed_at: float | None = None
     download_url: str | None = None
     error: str | None = None
+    # Extension: fraction of the text done, 0-1 (0 while pending, 1 once completed).
+    progress: float = 0.0
+
+
+class TaskSummary(TaskStatusResponse):
+    """A task as GET /v1/tasks lists it (an extension of the API)."""
+
+    format: str
+    text: str  # the start of the task's text
+
+
+class TaskListResponse(BaseModel):
+    success: bool
+    tasks: list[TaskSummary]
 
 
 class StopTaskResponse(BaseModel):

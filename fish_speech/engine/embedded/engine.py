@@ -27,6 +27,7 @@ from fish_speech.engine.base import (
     Engine,
     ReferenceAudio,
     SynthesisRequest,
+    with_progress,
 )
 from fish_speech.engine.embedded.espeak import EspeakSynth
 from fish_speech.engine.embedded.voice_match import (
@@ -194,7 +195,7 @@ class EmbeddedEngine(Engine):
     def synthesize(self, request: SynthesisRequest, cancel: CancelToken) -> Iterator[AudioSegment]:
         text = normalize_text(request.text) if request.normalize else request.text
         profile = combine_profiles(request.prompts)
-        for sentence in split_text(text, request.chunk_length):
+        for sentence, progress in with_progress(split_text(text, request.chunk_length)):
             cancel.raise_if_cancelled()
             pieces: list[np.ndarray] = []
             for run in split_runs(sentence, self._han_language):
@@ -211,4 +212,4 @@ class EmbeddedEngine(Engine):
                 pieces.append(_level(audio))
             if pieces:
                 pieces.append(_silence(_SENTENCE_PAUSE_S))
-                yield AudioSegment(np.concatenate(pieces).astype(np.float32))
+                yield AudioSegment(np.concatenate(pieces).astype(np.float32), progress=progress)
