@@ -110,7 +110,7 @@ class Engine(ABC):
     def prepare_reference(self, reference: ReferenceAudio) -> Any:
         """Turn a reference voice into whatever synthesize() needs (cacheable)."""
 
-    def warm_up(self) -> None:
+    def warm_up(self) -> None:  # noqa: B027 (optional hook: most engines need no warm-up)
         """Run once on the inference thread before the server reports itself ready."""
 
     @abstractmethod
