@@ -2,11 +2,13 @@
 
 A task is written before the client hears "created", so a crash or restart loses no
 accepted task: tasks left ``processing`` by a process that is gone go back to ``pending``
-and run again. Result files are written to a temporary name and renamed into place.
+and run again, as do tasks a process hands back when it shuts down. Result files are
+written to a temporary name and renamed into place; finished tasks expire (retention.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -35,6 +37,10 @@ CREATE TABLE IF NOT EXISTS tasks (
 
 class TaskConflict(Exception):
     status_code = 409
+
+
+class ResultWriteError(Exception):
+    """A finished task's audio could not be saved (the task is then ``failed``)."""
 
 
 @dataclass(frozen=True)
@@ -185,8 +191,60 @@ class TaskStore:
             )
         return orphans
 
+    def requeue(self, step_id: str, owner: str) -> bool:
+        """Put a task this owner is running back in the queue (shutdown, failed engine)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL "
+                "WHERE step_id = ? AND status = 'processing' AND owner = ?",
+                (step_id, owner),
+            )
+            return cursor.rowcount == 1
+
+    def remove_finished_before(self, cutoff: float) -> int:
+        """Delete tasks that finished before ``cutoff`` (Unix time), with their results."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT step_id, format FROM tasks "
+                "WHERE status NOT IN ('pending', 'processing') AND completed_at < ?",
+                (cutoff,),
+            ).fetchall()
+            # Inside the write lock, so no new task with a reused id can write its result
+            # between our unlink and the row's deletion.
+            for step_id, fmt in rows:
+                self.result_path(step_id, fmt).unlink(missing_ok=True)
+            db.executemany("DELETE FROM tasks WHERE step_id = ?", [(sid,) for sid, _ in rows])
+        return len(rows)
+
+    def remove_stray_files(self, older_than: float) -> int:
+        """Delete result files no task owns (left by a crash) last touched before a time."""
+        with self._connect() as db:
+            owned = {
+                self.result_path(step_id, fmt).name
+                for step_id, fmt in db.execute("SELECT step_id, format FROM tasks")
+            }
+        removed = 0
+        for path in self.results.iterdir():
+            try:
+                if path.name not in owned and path.stat().st_mtime < older_than:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another process tidied it first
+                continue
+        return removed
+
     def write_result(self, step_id: str, fmt: str, data: bytes) -> None:
+        """Write under a temporary name, flush to disk, then rename: a reader sees the whole
+        file or none. A failure (disk full, read-only folder) leaves nothing behind."""
         final = self.result_path(step_id, fmt)
         partial = final.with_suffix(f".{os.getpid()}.part")
-        partial.write_bytes(data)
-        os.replace(partial, final)
+        try:
+            with open(partial, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise ResultWriteError(f"Could not save the result: {exc}") from exc
