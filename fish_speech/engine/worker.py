@@ -73,7 +73,7 @@ class InferenceWorker:
         if not is_fatal(exc):
             return exc
         if self._failure is None:
-            self._failure = f"the engine failed: {type(exc).__name__}: {exc}"
+            self._failure = f"{type(exc).__name__}: {exc}"
             log.critical("%s", self._failure, exc_info=exc)
         failure = EngineFailure(self._failure)
         failure.__cause__ = exc

@@ -30,7 +30,7 @@ from fish_speech.server import (
     routes_vqgan,
 )
 from fish_speech.server.auth import BearerAuth
-from fish_speech.server.config import ServerConfig
+from fish_speech.server.config import LOG_FORMAT, ServerConfig
 from fish_speech.server.http import negotiated
 from fish_speech.server.lifecycle import DrainGate, Lifecycle, exit_now, retry_later
 from fish_speech.server.limits import BodyLimit
@@ -179,4 +179,6 @@ def create_app(config: ServerConfig) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn worker processes (``--workers N``): settings come from the env."""
+    # Workers are fresh (spawned) interpreters: give them the parent's log lines too.
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     return create_app(ServerConfig.from_env())

@@ -12,6 +12,7 @@ from pathlib import Path
 DEFAULT_LLAMA_PATH = "checkpoints/openaudio-s1-mini"
 DEFAULT_DECODER_PATH = "checkpoints/openaudio-s1-mini/codec.pth"
 CONFIG_ENV = "FISH_SPEECH_SERVER_CONFIG"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class ConfigError(ValueError):

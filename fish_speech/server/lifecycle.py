@@ -180,7 +180,7 @@ class Lifecycle:
         while service.failure is None:
             await asyncio.sleep(interval)
         log.critical(
-            "%s: exiting with status %d so that a supervisor restarts the server",
+            "Engine failure (%s): exiting with status %d so that a supervisor restarts the server",
             service.failure,
             ENGINE_FAILED_EXIT,
         )

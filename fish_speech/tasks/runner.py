@@ -105,7 +105,9 @@ class TaskRunner:
                 # Cancelled while the file was being written: drop the result.
                 self.store.result_path(task.step_id, request.format).unlink(missing_ok=True)
         except (Cancelled, EngineFailure) as exc:
-            if self._stopping or isinstance(exc, EngineFailure):
+            if isinstance(exc, EngineFailure):
+                self._stopping = True  # this process's engine will not come back
+            if self._stopping:
                 # Not the task's fault: it runs again on the next start.
                 await self._hand_back(task.step_id)
             else:
