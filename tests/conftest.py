@@ -115,6 +115,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Small input limits, so that going over them is cheap to test."""
+    proc = launch_server(
+        tmp_path_factory.mktemp("limited_server"),
+        "--max-body-mb",
+        "1",
+        "--max-references",
+        "2",
+        "--max-reference-seconds",
+        "2",
+        "--max-text-length",
+        "300",
+    )
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = launch_server(tmp_path_factory.mktemp("auth_server"), api_key=API_KEY)
     yield proc
