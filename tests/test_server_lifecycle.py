@@ -61,7 +61,7 @@ def slow_upload(server) -> socket.socket:
 
 
 def test_ready_waits_for_the_warm_up_while_health_answers(tmp_path):
-    env = {**server_env(), "FAULTY_WARM_UP_S": "2"}
+    env = {**server_env(), "FAULTY_WARM_UP_S": "3"}
     server = launch_server(tmp_path, entry=FAULTY, env=env)
     try:
         assert server.request("GET", "/v1/health").json()["status"] == "ok"
