@@ -104,12 +104,12 @@ class TaskRunner:
             if not await run_in_threadpool(self.store.finish, task.step_id, "completed"):
                 # Cancelled while the file was being written: drop the result.
                 self.store.result_path(task.step_id, request.format).unlink(missing_ok=True)
-        except (Cancelled, EngineFailure) as exc:
-            if isinstance(exc, EngineFailure):
-                self._stopping = True  # this process's engine will not come back
-            if self._stopping:
-                # Not the task's fault: it runs again on the next start.
-                await self._hand_back(task.step_id)
+        except EngineFailure:
+            self._stopping = True  # this process's engine will not come back
+            await self._hand_back(task.step_id, count_attempt=True)  # maybe not its fault
+        except Cancelled:
+            if self._stopping:  # shutting down: it runs again on the next start
+                await self._hand_back(task.step_id, count_attempt=False)
             else:
                 log.info("Task %s cancelled", task.step_id)
         except Exception as exc:
@@ -119,9 +119,9 @@ class TaskRunner:
             self._running = None
             watcher.cancel()
 
-    async def _hand_back(self, step_id: str) -> None:
+    async def _hand_back(self, step_id: str, count_attempt: bool) -> None:
         try:
-            if await run_in_threadpool(self.store.requeue, step_id, self.owner):
+            if await run_in_threadpool(self.store.requeue, step_id, self.owner, count_attempt):
                 log.info("Task %s returned to the queue", step_id)
         except sqlite3.Error as exc:  # still recorded as ours: re-queued once we are gone
             log.error("Could not return task %s to the queue: %s", step_id, exc)

@@ -30,9 +30,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at   REAL NOT NULL,
     started_at   REAL,
     completed_at REAL,
-    error        TEXT
+    error        TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 0
 )
 """
+# A task whose runs keep ending in a crash (a request that kills the engine) is given up
+# after this many, instead of crashing every restart of the server.
+MAX_ATTEMPTS = 3
 
 
 class TaskConflict(Exception):
@@ -54,6 +58,7 @@ class Task:
     started_at: float | None
     completed_at: float | None
     error: str | None
+    attempts: int = 0  # runs started; one handed back by a clean shutdown is not counted
 
 
 def process_identity(pid: int) -> str | None:
@@ -85,6 +90,9 @@ class TaskStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+            if "attempts" not in columns:  # a data folder from before attempts were counted
+                db.execute("ALTER TABLE tasks ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -135,17 +143,32 @@ class TaskStore:
     def claim_next(self, owner: str) -> Task | None:
         """Atomically move the oldest pending task to ``processing`` for ``owner``."""
         with self._transaction() as db:
-            row = db.execute(
-                "SELECT step_id FROM tasks WHERE status = 'pending' ORDER BY created_at LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
+            while True:
+                row = db.execute(
+                    "SELECT step_id, attempts FROM tasks WHERE status = 'pending' "
+                    "ORDER BY created_at LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    return None
+                step_id, attempts = row
+                if attempts < MAX_ATTEMPTS:
+                    break
+                db.execute(
+                    "UPDATE tasks SET status = 'failed', error = ?, completed_at = ? "
+                    "WHERE step_id = ?",
+                    (
+                        f"Gave up after {attempts} attempts: the server crashed or its engine "
+                        "failed during each",
+                        time.time(),
+                        step_id,
+                    ),
+                )
             db.execute(
-                "UPDATE tasks SET status = 'processing', owner = ?, started_at = ? "
-                "WHERE step_id = ?",
-                (owner, time.time(), row[0]),
+                "UPDATE tasks SET status = 'processing', owner = ?, started_at = ?, "
+                "attempts = attempts + 1 WHERE step_id = ?",
+                (owner, time.time(), step_id),
             )
-            return Task(*db.execute("SELECT * FROM tasks WHERE step_id = ?", row).fetchone())
+            return Task(*db.execute("SELECT * FROM tasks WHERE step_id = ?", (step_id,)).fetchone())
 
     def finish(self, step_id: str, status: str, error: str | None = None) -> bool:
         """Record the outcome unless the task was cancelled meanwhile (returns False then)."""
@@ -191,13 +214,16 @@ class TaskStore:
             )
         return orphans
 
-    def requeue(self, step_id: str, owner: str) -> bool:
-        """Put a task this owner is running back in the queue (shutdown, failed engine)."""
+    def requeue(self, step_id: str, owner: str, count_attempt: bool) -> bool:
+        """Put a task this owner is running back in the queue.
+
+        A clean shutdown does not count the run as an attempt; a failed engine does.
+        """
         with self._transaction() as db:
             cursor = db.execute(
-                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL "
-                "WHERE step_id = ? AND status = 'processing' AND owner = ?",
-                (step_id, owner),
+                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL, "
+                "attempts = attempts - ? WHERE step_id = ? AND status = 'processing' AND owner = ?",
+                (0 if count_attempt else 1, step_id, owner),
             )
             return cursor.rowcount == 1
 
