@@ -5,6 +5,8 @@ server's working directory (so a test can trigger them mid-run):
 
 - ``CRASH``: the embedded engine's next segment raises torch's AcceleratorError, the error
   a faulted CUDA kernel leaves behind (every later CUDA call fails the same way).
+- ``STUCK``: the engine's next segment never comes and it stops looking at cancellation,
+  like a hung GPU kernel.
 
 and by environment: ``FAULTY_WARM_UP_S`` makes the engine's warm-up take that long (like
 ``--compile``), so readiness can be observed while it runs.
@@ -27,6 +29,8 @@ def _synthesize_until_crash(original):
                 import torch  # only now: the embedded engine runs without torch loaded
 
                 raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+            while Path("STUCK").exists():
+                time.sleep(0.1)
             yield segment
 
     return synthesize

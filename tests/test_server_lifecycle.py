@@ -192,6 +192,25 @@ def test_a_failed_engine_is_reported_then_the_process_exits_for_a_restart(tmp_pa
         restarted.stop()
 
 
+def test_a_stuck_engine_cannot_hold_the_process_past_the_timeout(tmp_path):
+    timeout = 3
+    server = launch_server(tmp_path, "--shutdown-timeout", str(timeout), entry=FAULTY)
+    try:
+        create_task(server, "stuck")
+        wait_for_status(server, "stuck", {"processing"})
+        (tmp_path / "STUCK").touch()  # the engine stops answering, cancellation included
+        time.sleep(0.5)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=timeout + 5) == 1  # the watchdog's way out
+        assert time.monotonic() - started < timeout + 1
+    finally:
+        server.stop()
+    # Still recorded as running in a process that is gone: the next start runs it again.
+    assert task_status_on_disk(tmp_path, "stuck") == "processing"
+    assert "did not finish within --shutdown-timeout" in server.log()
+
+
 def test_a_client_leaving_mid_stream_stops_its_synthesis(server):
     """The engine makes one sentence per step; after the client leaves, at most about one
     more is made, so the next request is not stuck behind the abandoned stream."""
