@@ -180,16 +180,9 @@ def test_a_failed_engine_is_reported_then_the_process_exits_for_a_restart(tmp_pa
         upload.close()
     finally:
         server.stop()
+    # Back in the queue for the restarted server (resuming is tested with SIGTERM above).
     assert task_status_on_disk(tmp_path, "interrupted") == "pending"
     assert "illegal memory access" in server.log()
-
-    (tmp_path / "CRASH").unlink()
-    restarted = launch_server(tmp_path)
-    try:
-        done = wait_for_status(restarted, "interrupted", {"completed", "failed"})
-        assert done["status"] == "completed", done
-    finally:
-        restarted.stop()
 
 
 def test_a_stuck_engine_cannot_hold_the_process_past_the_timeout(tmp_path):
