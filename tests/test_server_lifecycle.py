@@ -77,7 +77,7 @@ def test_ready_waits_for_the_warm_up_while_health_answers(tmp_path):
 
 
 def test_sigterm_drains_then_requeues_and_the_task_resumes(tmp_path):
-    timeout = 4
+    timeout = 6
     first = launch_server(tmp_path, "--shutdown-timeout", str(timeout))
     streamed: dict = {}
 
