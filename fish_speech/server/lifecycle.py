@@ -79,7 +79,7 @@ class Lifecycle:
         self._signal = signal.SIGTERM  # passed on to uvicorn, which re-raises it at the end
         self._hurry = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._drain_task: asyncio.Task | None = None
+        self._drain_task: asyncio.Task | None = None  # held: the loop keeps only weak refs
 
     def not_ready(self, service: TTSService) -> str | None:
         """Why a load balancer should send no traffic here now; None when ready."""
