@@ -182,3 +182,12 @@ def test_a_request_cancelled_before_its_turn_raises_cancelled():
 
 async def collect_with(service: TTSService, text: str, cancel: CancelToken) -> int:
     return len([s async for s in service.synthesize(SynthesisRequest(text), [], False, cancel)])
+
+
+def test_work_sent_after_close_is_cancelled_not_left_waiting():
+    service = TTSService(CountingEngine())
+    service.close()
+    with pytest.raises(Cancelled):
+        run(service.run(lambda: 1))
+    with pytest.raises(Cancelled):
+        run(collect(service, "a b", [], False))

@@ -80,6 +80,8 @@ class InferenceWorker:
         return failure
 
     def _submit(self, job: _Job) -> None:
+        if self._closed:  # shutting down: nothing would ever run it
+            raise Cancelled()
         if (failure := self.failure) is not None:
             raise EngineFailure(failure)
         self._jobs.put(job)
