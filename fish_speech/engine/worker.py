@@ -59,14 +59,14 @@ class InferenceWorker:
             self._failure = f"the inference thread crashed: {exc!r}"
             log.critical("%s", self._failure, exc_info=exc)
         finally:
-            if self._failure is not None:
-                while True:  # whoever is still waiting gets an answer
-                    try:
-                        job = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is not None:
-                        job.fail(EngineFailure(self._failure))
+            while True:  # whoever is still waiting gets an answer
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    failure = self._failure
+                    job.fail(Cancelled() if failure is None else EngineFailure(failure))
 
     def _triage(self, exc: BaseException) -> BaseException:
         """The error to hand to the caller; a fatal one also stops this worker."""
