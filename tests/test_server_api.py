@@ -15,6 +15,7 @@ from conftest import API_KEY, assert_speech, decode_wav, make_wav_bytes, server_
 ROUTES = [
     ("GET", "/v1/health"),
     ("POST", "/v1/health"),
+    ("GET", "/v1/ready"),
     ("POST", "/v1/tts"),
     ("POST", "/v1/vqgan/encode"),
     ("POST", "/v1/vqgan/decode"),

@@ -39,6 +39,22 @@ def test_bad_listen_values(tmp_path, listen):
     assert "--listen" in run.stderr
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--max-body-mb", "0"),
+        ("--max-references", "-1"),
+        ("--max-reference-seconds", "nan"),
+        ("--shutdown-timeout", "inf"),
+        ("--task-retention-hours", "-1"),
+    ],
+)
+def test_bad_limits_are_startup_errors(tmp_path, flag, value):
+    run = run_server_expecting_failure(tmp_path, flag, value)
+    assert run.returncode == 2
+    assert flag in run.stderr
+
+
 def ipv6_loopback_available() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as s:

@@ -157,3 +157,23 @@ def test_vqgan_encode_rejects_bad_audio(fish_server):
     assert "audios[0]" in response.json()["detail"]
     empty = msgpack_post(fish_server, "/v1/vqgan/encode", {"audios": []})
     assert empty.status_code == 400
+
+
+def test_a_seed_beyond_64_bits_is_a_400(fish_server):
+    response = fish_server.request(
+        "POST", "/v1/tts", json={"text": "Hi.", "max_new_tokens": 4, "seed": 2**70}
+    )
+    assert response.status_code == 400, response.text
+    assert "detail" in response.json()
+
+
+def test_vqgan_encode_is_held_to_the_reference_limits(fish_server):
+    clip = make_wav_bytes(0.2, rate=8000)
+    too_many = msgpack_post(fish_server, "/v1/vqgan/encode", {"audios": [clip] * 9})
+    assert too_many.status_code == 400
+    assert too_many.json()["detail"] == "audios: 9 given, the limit is 8"
+    too_long = msgpack_post(
+        fish_server, "/v1/vqgan/encode", {"audios": [make_wav_bytes(61, rate=8000)]}
+    )
+    assert too_long.status_code == 400
+    assert "audios[0]: audio is longer than the limit of 60 s" in too_long.json()["detail"]

@@ -33,31 +33,52 @@ class DecodedAudio:
         return {"WAV": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}.get(self.container, "wav")
 
 
-def decode_audio(data: bytes) -> DecodedAudio:
-    """Decode audio file bytes to mono float32 (channel mean)."""
+# No real recording is above this; a header that claims more is hostile or broken.
+MAX_SAMPLE_RATE = 384_000
+# Frames per channel read at a time: with many channels a block stays about 4 MB.
+_BLOCK_VALUES = 2**20
+
+
+def decode_audio(data: bytes, max_seconds: float | None = None) -> DecodedAudio:
+    """Decode audio file bytes to mono float32 (channel mean).
+
+    ``max_seconds`` bounds the decoded length: a few kilobytes of FLAC can hold hours of
+    silence, so the audio is read block by block and refused once it passes the limit,
+    without ever holding more than that in memory.
+    """
     if not data:
         raise AudioDecodeError("audio is empty")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            container = f.format
-            samples = f.read(dtype="float32", always_2d=True)
-            sample_rate = f.samplerate
+            container, sample_rate = f.format, f.samplerate
+            if not 0 < sample_rate <= MAX_SAMPLE_RATE:
+                raise AudioDecodeError(f"unsupported sample rate {sample_rate} Hz")
+            max_frames = None if max_seconds is None else int(max_seconds * sample_rate)
+            pieces, frames = [], 0
+            blocksize = max(1024, _BLOCK_VALUES // f.channels)
+            for block in f.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+                pieces.append(block.mean(axis=1).astype(np.float32))
+                frames += len(block)
+                if max_frames is not None and frames > max_frames:
+                    raise AudioDecodeError(f"audio is longer than the limit of {max_seconds:g} s")
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioDecodeError(f"could not decode audio: {exc}") from exc
-    if samples.shape[0] == 0:
+    if frames == 0:
         raise AudioDecodeError("audio holds no samples")
-    mono = samples.mean(axis=1).astype(np.float32)
+    mono = np.concatenate(pieces)
     if not np.isfinite(mono).all():
         raise AudioDecodeError("audio holds non-finite samples")
     return DecodedAudio(mono, sample_rate, container)
 
 
-def decode_each(items: list[bytes], label: str) -> list[DecodedAudio]:
+def decode_each(
+    items: list[bytes], label: str, max_seconds: float | None = None
+) -> list[DecodedAudio]:
     """Decode several uploads; a failure names the item, e.g. ``audios[2]: ...``."""
     decoded = []
     for index, data in enumerate(items):
         try:
-            decoded.append(decode_audio(data))
+            decoded.append(decode_audio(data, max_seconds))
         except AudioDecodeError as exc:
             raise AudioDecodeError(f"{label}[{index}]: {exc}") from exc
     return decoded

@@ -7,6 +7,7 @@ server never touches a model directly.
 
 from __future__ import annotations
 
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -21,6 +22,28 @@ OUTPUT_SAMPLE_RATE = 44100
 
 class Cancelled(Exception):
     """Raised inside an engine when the caller cancelled the request."""
+
+
+class EngineFailure(Exception):
+    """The engine can no longer work (its thread died, a CUDA context is poisoned, ...).
+
+    Only a fresh process helps: the server reports it on /v1/health and exits non-zero so
+    that a supervisor starts a new one. Accepted async tasks go back to the queue.
+    """
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Errors after which the inference thread must run nothing more.
+
+    Ordinary exceptions fail one request. SystemExit and the like escaping engine code, and
+    CUDA errors (torch raises AcceleratorError once a kernel faulted; every later call fails
+    the same way), mean the engine is broken.
+    """
+    if isinstance(exc, EngineFailure) or not isinstance(exc, Exception):
+        return True
+    torch = sys.modules.get("torch")  # only look: the embedded engine never imports torch
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    return accelerator_error is not None and isinstance(exc, accelerator_error)
 
 
 class CancelToken:
@@ -100,6 +123,9 @@ class Engine(ABC):
     @abstractmethod
     def prepare_reference(self, reference: ReferenceAudio) -> Any:
         """Turn a reference voice into whatever synthesize() needs (cacheable)."""
+
+    def warm_up(self) -> None:  # noqa: B027 (optional hook: most engines need no warm-up)
+        """Run once on the inference thread before the server reports itself ready."""
 
     @abstractmethod
     def synthesize(self, request: SynthesisRequest, cancel: CancelToken) -> Iterator[AudioSegment]:

@@ -46,6 +46,7 @@ class FishEngine(Engine):
         self.model = model
         self.codec = codec
         self.checkpoint = checkpoint
+        self.compiled = False
 
     @classmethod
     def load(
@@ -53,10 +54,15 @@ class FishEngine(Engine):
     ) -> FishEngine:
         dtype = torch.float16 if half and device != "cpu" else None  # None: bf16 on GPU
         model = load_text2semantic(checkpoint_dir, device=device, dtype=dtype, compile=compile)
-        if compile:
-            # Compile now, before the server accepts requests, not during the first one.
-            model.generate("Hello world.", max_new_tokens=4, seed=0)
-        return cls(model, codec, str(checkpoint_dir))
+        engine = cls(model, codec, str(checkpoint_dir))
+        engine.compiled = compile
+        return engine
+
+    def warm_up(self) -> None:
+        # Compile before the server reports ready, not during the first request; on the
+        # inference thread, which is where the compiled step then runs.
+        if self.compiled:
+            self.model.generate("Hello world.", max_new_tokens=4, seed=0)
 
     def capabilities(self) -> dict[str, Any]:
         return {

@@ -74,6 +74,18 @@ class TTSService:
         """Requests being computed now (the serial worker runs one at a time)."""
         return self.worker.running
 
+    @property
+    def failure(self) -> str | None:
+        """Why this service can no longer synthesise; None while healthy.
+
+        The server reports it on /v1/health and exits non-zero (a supervisor restarts it).
+        """
+        return self.worker.failure
+
+    async def warm_up(self) -> None:
+        """The engine's warm-up (e.g. torch.compile) as the first job of the inference thread."""
+        await self.worker.call(self.engine.warm_up)
+
     def close(self) -> None:
         self.worker.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -12,9 +13,11 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from fish_speech.engine.base import Cancelled
+from fish_speech.engine.base import Cancelled, EngineFailure
 from fish_speech.engine.loader import load_models
 from fish_speech.engine.service import TTSService
 from fish_speech.references.resolve import request_voice
@@ -22,6 +25,7 @@ from fish_speech.references.store import ReferenceStore, ReferenceStoreError
 from fish_speech.server import (
     docs,
     metrics,
+    routes_health,
     routes_references,
     routes_tasks,
     routes_tts,
@@ -29,10 +33,14 @@ from fish_speech.server import (
     web,
 )
 from fish_speech.server.auth import BearerAuth
-from fish_speech.server.config import ServerConfig
+from fish_speech.server.config import LOG_FORMAT, ServerConfig
 from fish_speech.server.http import negotiated
+from fish_speech.server.lifecycle import DrainGate, Lifecycle, exit_now, retry_later
+from fish_speech.server.limits import BodyLimit
 from fish_speech.server.metrics import RequestCounter, RouteTemplates, ServerMetrics
+from fish_speech.server.routes_tts import voice_limits
 from fish_speech.server.state import AppState, get_state
+from fish_speech.tasks.retention import sweep, sweep_forever
 from fish_speech.tasks.runner import TaskRunner
 from fish_speech.tasks.store import TaskConflict, TaskStore
 from fish_speech.utils.schema import HealthResponse
@@ -65,7 +73,22 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Cancelled)
     async def cancelled(_: Request, exc: Cancelled) -> JSONResponse:
-        return _error(503, "The request was cancelled (server shutting down)")
+        return retry_later("The request was cancelled: the server is shutting down")
+
+    @app.exception_handler(EngineFailure)
+    async def engine_failed(_: Request, exc: EngineFailure) -> JSONResponse:
+        return retry_later(f"The engine failed: {exc} (the server restarts)")
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlite3.Error)
+    async def storage_error(_: Request, exc: Exception) -> JSONResponse:
+        # The server's disk, not the request: a full or read-only data folder.
+        log.error("Storage error: %s", exc)
+        return _error(503, f"Storage error on the server: {exc}")
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        return _error(400, "The client disconnected before the request was complete")
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -73,7 +96,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, f"Internal server error: {type(exc).__name__}: {exc}")
 
 
+def _sweep_at_start(tasks: TaskStore, retention_s: float) -> None:
+    try:
+        sweep(tasks, retention_s)
+    except Exception as exc:  # a broken disk shows up in the logs, not as a refusal to start
+        log.error("Could not remove expired tasks: %s", exc)
+
+
 def create_app(config: ServerConfig) -> FastAPI:
+    lifecycle = Lifecycle(config.shutdown_timeout)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         models = load_models(
@@ -85,22 +117,37 @@ def create_app(config: ServerConfig) -> FastAPI:
             config.compile,
         )
         service = TTSService(models.engine)
-        references = ReferenceStore(Path(config.references_dir))
+        references = ReferenceStore(Path(config.references_dir), config.max_reference_seconds)
         tasks = TaskStore(Path(config.data_dir))
         runner = TaskRunner(
             tasks,
             service,
-            partial(request_voice, references),
+            partial(request_voice, references, limits=voice_limits(config)),
         )
-        app.state.fish = AppState(config, service, models.codec, references, tasks, runner)
         server_metrics.attach(service, tasks)
-        runner_task = asyncio.create_task(runner.run_forever())
+        app.state.fish = AppState(
+            config, service, models.codec, references, tasks, runner, lifecycle
+        )
+        retention_s = config.task_retention_hours * 3600
+        background = [
+            asyncio.create_task(runner.run_forever()),
+            asyncio.create_task(lifecycle.warm_up(service)),
+            asyncio.create_task(lifecycle.watch_engine(service)),
+        ]
+        if retention_s > 0:
+            await run_in_threadpool(_sweep_at_start, tasks, retention_s)
+            background.append(asyncio.create_task(sweep_forever(tasks, retention_s)))
+        lifecycle.on_drain(runner.stop)
+        lifecycle.install_signal_handlers()
         log.info("Startup done: engine %s", models.engine.name)
         try:
             yield
         finally:
-            runner_task.cancel()  # an unfinished task stays recorded and resumes on restart
+            for task in background:
+                task.cancel()  # an unfinished task stays recorded and resumes on restart
             service.close()
+            if lifecycle.exit_code is not None:
+                exit_now(lifecycle.exit_code)
 
     app = FastAPI(
         title="Fish Speech API",
@@ -119,7 +166,11 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.api_route("/v1/health", methods=["GET", "POST"], response_model=HealthResponse)
     async def health(request: Request) -> Response:
-        engine = get_state(request).service.engine
+        service = get_state(request).service
+        engine = service.engine
+        if (failure := service.failure) is not None:  # liveness fails: restart this process
+            body = {"status": "failed", "detail": f"The engine failed: {failure}"}
+            return JSONResponse({**body, "engine": engine.name}, status_code=503)
         return negotiated(
             request,
             HealthResponse(status="ok", engine=engine.name, capabilities=engine.capabilities()),
@@ -130,6 +181,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(routes_references.router)
     app.include_router(routes_tasks.router)
     app.include_router(metrics.router)
+    app.include_router(routes_health.router)
+    # Outermost last: the request counter, auth, then the shutdown gate, then the body limit.
+    app.add_middleware(BodyLimit, max_bytes=int(config.max_body_mb * 2**20))
+    app.add_middleware(DrainGate, lifecycle=lifecycle)
     if config.api_key:
         app.add_middleware(
             BearerAuth,
@@ -143,4 +198,6 @@ def create_app(config: ServerConfig) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn worker processes (``--workers N``): settings come from the env."""
+    # Workers are fresh (spawned) interpreters: give them the parent's log lines too.
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     return create_app(ServerConfig.from_env())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 DEFAULT_LLAMA_PATH = "checkpoints/openaudio-s1-mini"
 DEFAULT_DECODER_PATH = "checkpoints/openaudio-s1-mini/codec.pth"
 CONFIG_ENV = "FISH_SPEECH_SERVER_CONFIG"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class ConfigError(ValueError):
@@ -33,6 +35,12 @@ class ServerConfig:
     api_key: str | None = None
     references_dir: str = "references"
     data_dir: str = "data"
+    # Hardening: bounded input, task retention, graceful shutdown (README "Operating it").
+    max_body_mb: float = 50
+    max_references: int = 8
+    max_reference_seconds: float = 60
+    task_retention_hours: float = 24
+    shutdown_timeout: float = 10
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -97,7 +105,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require Authorization: Bearer <key>")
     p.add_argument("--references-dir", default="references", help="saved reference voices")
     p.add_argument("--data-dir", default="data", help="server state (async task results)")
+    p.add_argument("--max-body-mb", type=float, default=50, help="larger request bodies get 413")
+    p.add_argument(
+        "--max-references",
+        type=int,
+        default=8,
+        help="inline references (or vqgan clips) per request",
+    )
+    p.add_argument(
+        "--max-reference-seconds", type=float, default=60, help="longest reference audio"
+    )
+    p.add_argument(
+        "--task-retention-hours",
+        type=float,
+        default=24,
+        help="finished async tasks and their results are removed after this (0 = keep)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10,
+        help="seconds from SIGTERM/SIGINT to exit; running tasks are re-queued",
+    )
     return p
+
+
+def _check_limits(args: argparse.Namespace) -> None:
+    for flag, value in [
+        ("--max-body-mb", args.max_body_mb),
+        ("--max-references", args.max_references),
+        ("--max-reference-seconds", args.max_reference_seconds),
+        ("--shutdown-timeout", args.shutdown_timeout),
+    ]:
+        if not 0 < value < math.inf:  # also refuses NaN
+            raise ConfigError(f"{flag} must be a positive number")
+    if not 0 <= args.task_retention_hours < math.inf:
+        raise ConfigError("--task-retention-hours must be 0 (keep forever) or positive")
 
 
 def config_from_args(argv: list[str] | None = None) -> ServerConfig:
@@ -107,6 +150,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         raise ConfigError("--workers must be at least 1")
     if args.max_text_length < 0:
         raise ConfigError("--max-text-length must be 0 (no limit) or positive")
+    _check_limits(args)
     return ServerConfig(
         host=host,
         port=port,
@@ -121,4 +165,9 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         api_key=args.api_key,
         references_dir=args.references_dir,
         data_dir=args.data_dir,
+        max_body_mb=args.max_body_mb,
+        max_references=args.max_references,
+        max_reference_seconds=args.max_reference_seconds,
+        task_retention_hours=args.task_retention_hours,
+        shutdown_timeout=args.shutdown_timeout,
     )

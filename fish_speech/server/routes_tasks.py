@@ -25,6 +25,7 @@ from fish_speech.utils.schema import (
     TaskListResponse,
     TaskStatusResponse,
     TaskSummary,
+    is_valid_reference_id,
 )
 
 router = APIRouter(tags=["async tasks"])
@@ -34,10 +35,20 @@ AUDIO_RESPONSE = {
 }
 
 
+def _check_step_id(step_id: str) -> None:
+    # The rule of reference ids: no id can name a path, and download_url stays one segment.
+    if not is_valid_reference_id(step_id):
+        raise HTTPException(
+            400,
+            f"Invalid step_id {step_id!r}: use 1-255 letters, digits, '-', '_' or inner spaces",
+        )
+
+
 def _find(request: Request, step_id: str | None) -> Task:
     step_id = step_id or request.query_params.get("step_id")
     if not step_id:
         raise HTTPException(400, "step_id is required")
+    _check_step_id(step_id)
     task = get_state(request).tasks.get(step_id)
     if task is None:
         raise HTTPException(404, f"Task {step_id} not found")
@@ -54,7 +65,10 @@ async def create_task(request: Request) -> Response:
     req = await parse_body(request, AsyncGenerateRequest)
     check_text(state, req.text)
     await resolve_voice(state, req)  # unknown voice or bad audio: 4xx now, not a failed task
-    payload = ormsgpack.packb(req.model_dump())
+    try:
+        payload = ormsgpack.packb(req.model_dump())
+    except TypeError as exc:  # e.g. an integer beyond 64 bits, which msgpack cannot hold
+        raise HTTPException(400, f"Invalid request: {exc}") from exc
     await run_in_threadpool(state.tasks.create, req.step_id, req.format, payload)
     state.runner.notify()
     return negotiated(
@@ -150,6 +164,7 @@ async def stop_all(request: Request) -> Response:
 
 @router.post("/stop_async_task/{step_id}", response_model=StopTaskResponse)
 async def stop_one(request: Request, step_id: str) -> Response:
+    _check_step_id(step_id)
     task = await run_in_threadpool(get_state(request).tasks.cancel, step_id)
     if task is None:
         raise HTTPException(404, f"Task {step_id} not found")

@@ -9,9 +9,10 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from fish_speech.audio.io import MEDIA_TYPES, StreamEncoder, encode_audio
-from fish_speech.engine.base import OUTPUT_SAMPLE_RATE, AudioSegment, CancelToken, ReferenceAudio
+from fish_speech.engine.base import OUTPUT_SAMPLE_RATE, AudioSegment, Cancelled, ReferenceAudio
 from fish_speech.engine.service import collect_audio, synthesis_request
-from fish_speech.references.resolve import request_voice
+from fish_speech.references.resolve import VoiceLimits, request_voice
+from fish_speech.server.config import ServerConfig
 from fish_speech.server.http import body_schema, parse_body
 from fish_speech.server.state import AppState, get_state
 from fish_speech.utils.schema import GenerationFields, ServeTTSRequest
@@ -29,8 +30,12 @@ def check_text(state: AppState, text: str) -> None:
         raise HTTPException(400, f"Text is too long, max length is {limit}")
 
 
+def voice_limits(config: ServerConfig) -> VoiceLimits:
+    return VoiceLimits(config.max_references, config.max_reference_seconds)
+
+
 async def resolve_voice(state: AppState, req: GenerationFields) -> list[ReferenceAudio]:
-    return await run_in_threadpool(request_voice, state.store, req)
+    return await run_in_threadpool(request_voice, state.store, req, voice_limits(state.config))
 
 
 async def start_synthesis(state: AppState, req: ServeTTSRequest) -> AsyncIterator[AudioSegment]:
@@ -38,7 +43,7 @@ async def start_synthesis(state: AppState, req: ServeTTSRequest) -> AsyncIterato
     check_text(state, req.text)
     references = await resolve_voice(state, req)
     return state.service.synthesize(
-        synthesis_request(req), references, req.use_memory_cache == "on", CancelToken()
+        synthesis_request(req), references, req.use_memory_cache == "on", state.lifecycle.token()
     )
 
 
@@ -78,8 +83,11 @@ async def tts(request: Request) -> Response:
     async def body() -> AsyncIterator[bytes]:
         try:
             yield encoder.encode(first.samples)
-            async for segment in segments:
-                yield encoder.encode(segment.samples)
+            try:
+                async for segment in segments:
+                    yield encoder.encode(segment.samples)
+            except Cancelled:  # the server is shutting down: end cleanly with what was made
+                pass
             if tail := encoder.finish():
                 yield tail
         finally:

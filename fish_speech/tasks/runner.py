@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 
 import numpy as np
@@ -17,6 +18,7 @@ from fish_speech.engine.base import (
     AudioSegment,
     Cancelled,
     CancelToken,
+    EngineFailure,
     ReferenceAudio,
 )
 from fish_speech.engine.service import TTSService, synthesis_request
@@ -41,17 +43,41 @@ class TaskRunner:
         self.resolve_voice = resolve_voice
         self.owner = process_identity(os.getpid()) or str(os.getpid())
         self._wake = asyncio.Event()
+        self._stopping = False
+        self._running: CancelToken | None = None  # the token of the task being run
+        self._stopped = asyncio.Event()
 
     def notify(self) -> None:
         """A task was queued by this process: start it without waiting for the next poll."""
         self._wake.set()
 
+    async def stop(self) -> None:
+        """Claim nothing more and hand the running task back to the queue, then return.
+
+        The task resumes on the next start (or in another worker process).
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._running is not None:
+            self._running.cancel()
+        await self._stopped.wait()
+
     async def run_forever(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self._stopped.set()
+
+    async def _run(self) -> None:
         requeued = await run_in_threadpool(self.store.requeue_orphans)
         if requeued:
             log.info("Re-queued %d task(s) interrupted by a restart: %s", len(requeued), requeued)
-        while True:
-            task = await run_in_threadpool(self.store.claim_next, self.owner)
+        while not self._stopping:
+            try:
+                task = await run_in_threadpool(self.store.claim_next, self.owner)
+            except sqlite3.Error as exc:  # e.g. a full or read-only disk: try again later
+                log.error("Cannot read the task queue: %s", exc)
+                task = None
             if task is None:
                 self._wake.clear()
                 try:
@@ -62,7 +88,9 @@ class TaskRunner:
             await self._execute(task)
 
     async def _execute(self, task: Task) -> None:
-        cancel = CancelToken()
+        cancel = self._running = CancelToken()
+        if self._stopping:  # stop() came while this task was being claimed
+            cancel.cancel()
         watcher = asyncio.create_task(self._watch_for_cancel(task.step_id, cancel))
         try:
             request = AsyncGenerateRequest.model_validate(ormsgpack.unpackb(task.request))
@@ -82,12 +110,19 @@ class TaskRunner:
             if not await run_in_threadpool(self.store.finish, task.step_id, "completed"):
                 # Cancelled while the file was being written: drop the result.
                 self.store.result_path(task.step_id, request.format).unlink(missing_ok=True)
+        except EngineFailure:
+            self._stopping = True  # this process's engine will not come back
+            await self._hand_back(task.step_id, count_attempt=True)  # maybe not its fault
         except Cancelled:
-            log.info("Task %s cancelled", task.step_id)
+            if self._stopping:  # shutting down: it runs again on the next start
+                await self._hand_back(task.step_id, count_attempt=False)
+            else:
+                log.info("Task %s cancelled", task.step_id)
         except Exception as exc:
             log.warning("Task %s failed: %s", task.step_id, exc)
-            await run_in_threadpool(self.store.finish, task.step_id, "failed", str(exc))
+            await self._record_failure(task.step_id, str(exc))
         finally:
+            self._running = None
             watcher.cancel()
 
     async def _collect_with_progress(
@@ -100,6 +135,19 @@ class TaskRunner:
             if segment.progress is not None:
                 await run_in_threadpool(self.store.set_progress, step_id, segment.progress)
         return np.concatenate(pieces) if pieces else None
+
+    async def _hand_back(self, step_id: str, count_attempt: bool) -> None:
+        try:
+            if await run_in_threadpool(self.store.requeue, step_id, self.owner, count_attempt):
+                log.info("Task %s returned to the queue", step_id)
+        except sqlite3.Error as exc:  # still recorded as ours: re-queued once we are gone
+            log.error("Could not return task %s to the queue: %s", step_id, exc)
+
+    async def _record_failure(self, step_id: str, reason: str) -> None:
+        try:
+            await run_in_threadpool(self.store.finish, step_id, "failed", reason)
+        except sqlite3.Error as exc:
+            log.error("Could not record that task %s failed (%s): %s", step_id, reason, exc)
 
     async def _watch_for_cancel(self, step_id: str, cancel: CancelToken) -> None:
         while not cancel.cancelled:

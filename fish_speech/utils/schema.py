@@ -53,6 +53,18 @@ def _check_reference_id(value: object) -> object:
 ReferenceId = Annotated[str, BeforeValidator(_check_reference_id)]
 
 
+def _check_step_id(value: object) -> object:
+    # Task ids follow the reference id rule (UUIDs and numeric timestamps fit it).
+    if isinstance(value, str) and not is_valid_reference_id(value):
+        raise ValueError(
+            "step_id must be 1-255 characters of letters, digits, '-', '_' or inner spaces"
+        )
+    return value
+
+
+StepId = Annotated[str, BeforeValidator(_check_step_id)]
+
+
 def _decode_base64_audio(value: object) -> object:
     """JSON cannot carry bytes, so a string ``audio`` is Base64 (strictly decoded)."""
     if isinstance(value, str):
@@ -96,7 +108,7 @@ class ServeTTSRequest(GenerationFields):
 
 
 class AsyncGenerateRequest(GenerationFields):
-    step_id: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    step_id: StepId
     format: AudioFormat = "mp3"
     max_new_tokens: Annotated[int, Field(ge=0)] = 2048
 
@@ -204,3 +216,9 @@ class HealthResponse(BaseModel):
     status: str = "ok"
     engine: str | None = None
     capabilities: dict | None = None
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    status: str  # "ready"; 503 replies say why not in "detail"
+    engine: str | None = None
