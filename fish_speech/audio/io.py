@@ -1,8 +1,7 @@
-"""Decoding uploads and encoding replies.
+"""Decoding uploads, and the PCM and WAV-header helpers the encoders share.
 
-Input: anything libsndfile reads (wav, flac, ogg/vorbis/opus, mp3). Output: wav (16-bit PCM),
-pcm (raw 16-bit little-endian mono) and mp3 (LAME), each also as an incremental encoder
-for streaming.
+Input: anything libsndfile reads (wav, flac, ogg/vorbis/opus, mp3). Encoding replies is in
+``fish_speech.audio.encode``.
 """
 
 from __future__ import annotations
@@ -11,11 +10,10 @@ import io
 import struct
 from dataclasses import dataclass
 
-import lameenc
 import numpy as np
 import soundfile as sf
 
-MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "pcm": "application/octet-stream"}
+UNREADABLE = "not an audio file we can read (wav, mp3, flac, ogg)"
 
 
 class AudioDecodeError(ValueError):
@@ -33,6 +31,25 @@ class DecodedAudio:
         return {"WAV": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}.get(self.container, "wav")
 
 
+# libsndfile's frame count for a file whose header leaves the length open (SF_COUNT_MAX),
+# as a streamed FLAC does (see fish_speech.audio.encode).
+_UNKNOWN_LENGTH = 2**63 - 1
+_READ_BLOCK = 65536
+
+
+def _read_all(f: sf.SoundFile) -> np.ndarray:
+    if f.frames != _UNKNOWN_LENGTH:
+        return f.read(dtype="float32", always_2d=True)
+    # soundfile seeks after every read to track its position, which libsndfile cannot do
+    # in such a file: read through libsndfile directly until it runs dry.
+    block = np.empty((_READ_BLOCK, f.channels), dtype=np.float32)
+    pointer = sf._ffi.cast("float *", block.ctypes.data)
+    pieces = []
+    while (count := sf._snd.sf_readf_float(f._file, pointer, _READ_BLOCK)) > 0:
+        pieces.append(block[:count].copy())
+    return np.concatenate(pieces) if pieces else block[:0]
+
+
 def decode_audio(data: bytes) -> DecodedAudio:
     """Decode audio file bytes to mono float32 (channel mean)."""
     if not data:
@@ -40,10 +57,11 @@ def decode_audio(data: bytes) -> DecodedAudio:
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             container = f.format
-            samples = f.read(dtype="float32", always_2d=True)
+            samples = _read_all(f)
             sample_rate = f.samplerate
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioDecodeError(f"could not decode audio: {exc}") from exc
+        # libsndfile's own text names the Python file object; say what the user can act on.
+        raise AudioDecodeError(UNREADABLE) from exc
     if samples.shape[0] == 0:
         raise AudioDecodeError("audio holds no samples")
     mono = samples.mean(axis=1).astype(np.float32)
@@ -88,37 +106,3 @@ def finalize_streamed_wav(data: bytearray) -> None:
     data_size = len(data) - 44
     data[4:8] = struct.pack("<I", 36 + data_size)
     data[40:44] = struct.pack("<I", data_size)
-
-
-class StreamEncoder:
-    """Turns float segments into bytes for one output format, chunk by chunk."""
-
-    def __init__(self, fmt: str, sample_rate: int, streaming: bool) -> None:
-        self.fmt = fmt
-        self.sample_rate = sample_rate
-        self._mp3 = None
-        if fmt == "mp3":
-            self._mp3 = lameenc.Encoder()
-            self._mp3.set_bit_rate(128)
-            self._mp3.set_in_sample_rate(sample_rate)
-            self._mp3.set_channels(1)
-            self._mp3.set_quality(2)
-        self._header = wav_header(sample_rate, None) if fmt == "wav" and streaming else b""
-
-    def encode(self, samples: np.ndarray) -> bytes:
-        pcm = to_int16(samples)
-        if self._mp3 is not None:
-            return bytes(self._mp3.encode(pcm.tobytes()))
-        header, self._header = self._header, b""
-        return header + pcm.tobytes()
-
-    def finish(self) -> bytes:
-        return bytes(self._mp3.flush()) if self._mp3 is not None else b""
-
-
-def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """A complete file in ``fmt`` ("wav", "pcm" or "mp3")."""
-    if fmt == "wav":
-        return wav_header(sample_rate, len(samples)) + to_int16(samples).tobytes()
-    encoder = StreamEncoder(fmt, sample_rate, streaming=False)
-    return encoder.encode(samples) + encoder.finish()

@@ -12,7 +12,7 @@ import ormsgpack
 from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from fish_speech.audio.io import MEDIA_TYPES
+from fish_speech.audio.formats import MEDIA_TYPES
 from fish_speech.server.http import body_schema, negotiated, parse_body
 from fish_speech.server.routes_tts import check_text, resolve_voice
 from fish_speech.server.state import get_state

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import ormsgpack
 from starlette.concurrency import run_in_threadpool
 
-from fish_speech.audio.io import encode_audio
+from fish_speech.audio.encode import encode_audio
 from fish_speech.engine.base import OUTPUT_SAMPLE_RATE, Cancelled, CancelToken, ReferenceAudio
 from fish_speech.engine.service import TTSService, collect_audio, synthesis_request
 from fish_speech.tasks.store import Task, TaskStore, process_identity

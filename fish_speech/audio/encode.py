@@ -1,0 +1,188 @@
+"""Encoding replies: wav, pcm, mp3, Ogg Opus and FLAC, whole or incrementally.
+
+mp3 comes from LAME (``lameenc``: exact bitrates). Ogg Opus and FLAC come from the
+libsndfile that ``soundfile`` bundles: it writes both incrementally to any file-like
+object (FLAC frames and Ogg pages as they fill), so no container is written by hand. The
+one thing it cannot do in a stream is go back: at close it seeks to the start to write the
+FLAC STREAMINFO totals, which a stream has already sent. A streamed FLAC therefore keeps
+the "length unknown" header it started with, which the format allows and decoders read.
+"""
+
+from __future__ import annotations
+
+import io
+
+import lameenc
+import numpy as np
+import soundfile as sf
+
+from fish_speech.audio.effects import AudioPipeline
+from fish_speech.audio.formats import MEDIA_TYPES, default_rate
+from fish_speech.audio.io import to_int16, wav_header
+
+__all__ = ["MEDIA_TYPES", "StreamEncoder", "encode_audio"]
+
+# libsndfile's Opus target is set through its compression level: bitrate per channel =
+# (1 - level) * 250 kbit/s + 6 kbit/s (ogg_opus.c, SFC_SET_COMPRESSION_LEVEL).
+_OPUS_MIN_BPS, _OPUS_SPAN_BPS = 6000, 250000
+# Ogg pages are flushed when they hold this much audio (libsndfile's default is 1 s, which
+# would hold the end of every sentence back until the next one).
+_STREAM_PAGE_MS = 100.0
+_SFC_SET_OGG_PAGE_LATENCY = 0x1303  # sndfile.h; takes a double in milliseconds
+
+
+class _Sink(io.RawIOBase):
+    """A write-only file for libsndfile: hands out what was appended since the last take.
+
+    In a stream, writes into bytes already handed out (libsndfile's header rewrite at close)
+    are dropped; otherwise the whole file is kept, so the rewrite lands.
+    """
+
+    def __init__(self, keep_all: bool) -> None:
+        self._keep_all = keep_all
+        self._buffer = bytearray()
+        self._base = 0  # file offset of _buffer[0]
+        self._pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True  # libsndfile asks; it never reads in write mode
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        return 0
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        end = self._base + len(self._buffer)
+        self._pos = {io.SEEK_SET: offset, io.SEEK_CUR: self._pos + offset, io.SEEK_END: end + offset}[
+            whence
+        ]
+        return self._pos
+
+    def write(self, data) -> int:  # type: ignore[no-untyped-def]
+        data = bytes(data)
+        size = len(data)
+        start = self._pos - self._base
+        if start < 0:  # into bytes already handed out: keep only what lies after them
+            data, start = data[-start:], 0
+        self._buffer[start : start + len(data)] = data
+        self._pos += size
+        return size
+
+    def take(self) -> bytes:
+        """Bytes appended since the last take (nothing until the end when keeping all)."""
+        if self._keep_all:
+            return b""
+        out = bytes(self._buffer)
+        self._base += len(out)
+        self._buffer.clear()
+        return out
+
+    def getvalue(self) -> bytes:
+        return bytes(self._buffer)
+
+
+class _SndfileEncoder:
+    """Ogg Opus or FLAC through libsndfile, fed float32 blocks."""
+
+    def __init__(self, fmt: str, sample_rate: int, streaming: bool, opus_bps: int | None) -> None:
+        self._keep_all = not streaming
+        self._sink = _Sink(keep_all=self._keep_all)
+        if fmt == "opus":
+            level = None
+            if opus_bps is not None:
+                level = 1.0 - (opus_bps - _OPUS_MIN_BPS + 0.5) / _OPUS_SPAN_BPS
+            self._file = sf.SoundFile(
+                self._sink, "w", sample_rate, 1, "OPUS", format="OGG", compression_level=level
+            )
+            if streaming:
+                _set_page_latency(self._file, _STREAM_PAGE_MS)
+        else:
+            self._file = sf.SoundFile(self._sink, "w", sample_rate, 1, "PCM_16", format="FLAC")
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        self._file.write(np.asarray(samples, dtype=np.float32))
+        return self._sink.take()
+
+    def finish(self) -> bytes:
+        self._file.close()
+        return self._sink.getvalue() if self._keep_all else self._sink.take()
+
+
+def _set_page_latency(file: sf.SoundFile, milliseconds: float) -> None:
+    """Shorter Ogg pages for streams; soundfile has no wrapper for this libsndfile command."""
+    value = sf._ffi.new("double*", milliseconds)
+    sf._snd.sf_command(file._file, _SFC_SET_OGG_PAGE_LATENCY, value, sf._ffi.sizeof("double"))
+
+
+class StreamEncoder:
+    """Turns float segments at the output rate into bytes for one format, chunk by chunk.
+
+    With ``streaming=False`` the bytes may only come from ``finish()`` (a whole wav needs
+    its length first); join everything either way.
+    """
+
+    def __init__(
+        self,
+        fmt: str,
+        sample_rate: int,
+        streaming: bool,
+        mp3_kbps: int = 128,
+        opus_bps: int | None = None,
+    ) -> None:
+        self.fmt = fmt
+        self.sample_rate = sample_rate
+        self._streaming = streaming
+        self._mp3 = None
+        self._sndfile = None
+        self._pcm: list[bytes] = []
+        if fmt == "mp3":
+            self._mp3 = lameenc.Encoder()
+            self._mp3.set_bit_rate(mp3_kbps)
+            self._mp3.set_in_sample_rate(sample_rate)
+            self._mp3.set_channels(1)
+            self._mp3.set_quality(2)
+        elif fmt in ("opus", "flac"):
+            self._sndfile = _SndfileEncoder(fmt, sample_rate, streaming, opus_bps)
+        elif fmt not in ("wav", "pcm"):
+            raise ValueError(f"unknown audio format {fmt!r}")
+        self._header = wav_header(sample_rate, None) if fmt == "wav" and streaming else b""
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        if self._sndfile is not None:
+            return self._sndfile.encode(samples)
+        pcm = to_int16(samples)
+        if self._mp3 is not None:
+            return bytes(self._mp3.encode(pcm.tobytes()))
+        if self.fmt == "wav" and not self._streaming:
+            self._pcm.append(pcm.tobytes())
+            return b""
+        header, self._header = self._header, b""
+        return header + pcm.tobytes()
+
+    def finish(self) -> bytes:
+        if self._sndfile is not None:
+            return self._sndfile.finish()
+        if self._mp3 is not None:
+            return bytes(self._mp3.flush())
+        if self.fmt == "wav" and not self._streaming:
+            data = b"".join(self._pcm)
+            return wav_header(self.sample_rate, len(data) // 2) + data
+        return b""
+
+
+def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """A complete file in ``fmt`` at the format's default rate (resampled if needed)."""
+    rate = default_rate(fmt)
+    pipeline = AudioPipeline(sample_rate, rate)
+    encoder = StreamEncoder(fmt, rate, streaming=False)
+    head = encoder.encode(pipeline.process(samples))
+    tail = encoder.encode(pipeline.finish())
+    return head + tail + encoder.finish()
