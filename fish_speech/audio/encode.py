@@ -17,10 +17,10 @@ import numpy as np
 import soundfile as sf
 
 from fish_speech.audio.effects import AudioPipeline
-from fish_speech.audio.formats import MEDIA_TYPES, default_rate
+from fish_speech.audio.formats import ENGINE_RATE, MEDIA_TYPES, default_rate
 from fish_speech.audio.io import to_int16, wav_header
 
-__all__ = ["MEDIA_TYPES", "StreamEncoder", "encode_audio"]
+__all__ = ["MEDIA_TYPES", "AudioOutput", "StreamEncoder", "encode_audio"]
 
 # libsndfile's Opus target is set through its compression level: bitrate per channel =
 # (1 - level) * 250 kbit/s + 6 kbit/s (ogg_opus.c, SFC_SET_COMPRESSION_LEVEL).
@@ -61,9 +61,7 @@ class _Sink(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         end = self._base + len(self._buffer)
-        self._pos = {io.SEEK_SET: offset, io.SEEK_CUR: self._pos + offset, io.SEEK_END: end + offset}[
-            whence
-        ]
+        self._pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: end}[whence] + offset
         return self._pos
 
     def write(self, data) -> int:  # type: ignore[no-untyped-def]
@@ -178,11 +176,36 @@ class StreamEncoder:
         return b""
 
 
+class AudioOutput:
+    """Post-processing and encoding of one reply: engine segments in, file bytes out."""
+
+    def __init__(
+        self,
+        fmt: str,
+        sample_rate: int,
+        streaming: bool,
+        *,
+        speed: float = 1.0,
+        volume_db: float = 0.0,
+        normalize_loudness: bool = False,
+        mp3_kbps: int = 128,
+        opus_bps: int | None = None,
+        input_rate: int = ENGINE_RATE,
+    ) -> None:
+        self.media_type = MEDIA_TYPES[fmt]
+        self._pipeline = AudioPipeline(
+            input_rate, sample_rate, speed, volume_db, normalize_loudness
+        )
+        self._encoder = StreamEncoder(fmt, sample_rate, streaming, mp3_kbps, opus_bps)
+
+    def feed(self, samples: np.ndarray) -> bytes:
+        return self._encoder.encode(self._pipeline.process(samples))
+
+    def finish(self) -> bytes:
+        return self._encoder.encode(self._pipeline.finish()) + self._encoder.finish()
+
+
 def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     """A complete file in ``fmt`` at the format's default rate (resampled if needed)."""
-    rate = default_rate(fmt)
-    pipeline = AudioPipeline(sample_rate, rate)
-    encoder = StreamEncoder(fmt, rate, streaming=False)
-    head = encoder.encode(pipeline.process(samples))
-    tail = encoder.encode(pipeline.finish())
-    return head + tail + encoder.finish()
+    output = AudioOutput(fmt, default_rate(fmt), streaming=False, input_rate=sample_rate)
+    return output.feed(samples) + output.finish()

@@ -33,6 +33,7 @@ def synthesis_request(fields: GenerationFields) -> SynthesisRequest:
         temperature=fields.temperature,
         seed=fields.seed,
         normalize=fields.normalize,
+        latency=fields.latency,
     )
 
 
@@ -82,6 +83,9 @@ class TTSService:
         use_cache: bool,
         cancel: CancelToken,
     ) -> AsyncIterator[AudioSegment]:
+        """Raises UnsupportedRequest at once (before queueing) for what the engine refuses."""
+        self.engine.check_request(request)
+
         def produce():
             request.prompts = [self._prepare(ref, use_cache) for ref in references]
             cancel.raise_if_cancelled()

@@ -110,3 +110,21 @@ def split_text(text: str, max_length: int = 200) -> list[str]:
     if max_length <= 0:
         return sentences
     return [piece for sentence in sentences for piece in _split_long(sentence, max_length)]
+
+
+def _clauses(piece: str) -> list[str]:
+    return [clause.strip() for clause in _CLAUSES.findall(piece) if clause.strip()]
+
+
+def split_for_latency(text: str, max_length: int, latency: str) -> list[str]:
+    """The pieces an engine speaks one by one for a latency mode.
+
+    ``normal``: sentences (see split_text). ``balanced``: the first sentence is cut at its
+    clause punctuation too, so the first audio comes sooner. ``low``: every sentence is.
+    """
+    pieces = split_text(text, max_length)
+    if latency == "low":
+        return [clause for piece in pieces for clause in _clauses(piece)]
+    if latency == "balanced" and pieces:
+        return [*_clauses(pieces[0]), *pieces[1:]]
+    return pieces

@@ -129,6 +129,7 @@ class GenerationFields(NullMeansDefault):
     top_p: Annotated[float, Field(ge=0.1, le=1.0)] = 0.8
     repetition_penalty: Annotated[float, Field(ge=0.9, le=2.0)] = 1.1
     temperature: Annotated[float, Field(ge=0.1, le=1.0)] = 0.8
+    latency: LatencyMode = "normal"
 
 
 class ServeTTSRequest(GenerationFields):
@@ -139,7 +140,6 @@ class ServeTTSRequest(GenerationFields):
     sample_rate: int | None = None
     mp3_bitrate: Mp3Bitrate = 128  # kbps
     opus_bitrate: OpusBitrate = 32  # kbps or bit/s; -1000 lets the encoder choose
-    latency: LatencyMode = "normal"
     prosody: Prosody | None = None
 
     @field_validator("sample_rate")
