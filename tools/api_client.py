@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", "-o", default="generated_audio", help="file name without extension")
     p.add_argument("--play", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--format", choices=["wav", "mp3", "pcm"], default="wav")
+    p.add_argument("--format", choices=["wav", "mp3", "pcm", "opus", "flac"], default="wav")
     p.add_argument("--max_new_tokens", type=int, default=1024)
     p.add_argument("--chunk_length", type=int, default=300)
     p.add_argument("--top_p", type=float, default=0.8)
@@ -100,14 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         headers["authorization"] = f"Bearer {args.api_key}"
 
     started = time.perf_counter()
-    response = requests.post(
-        args.url,
-        params={"format": "msgpack"},
-        data=ormsgpack.packb(request, option=ormsgpack.OPT_SERIALIZE_PYDANTIC),
-        headers=headers,
-        stream=args.streaming,
-        timeout=600,
-    )
+    try:
+        response = requests.post(
+            args.url,
+            params={"format": "msgpack"},
+            data=ormsgpack.packb(request, option=ormsgpack.OPT_SERIALIZE_PYDANTIC),
+            headers=headers,
+            stream=args.streaming,
+            timeout=600,
+        )
+    except requests.ConnectionError:
+        print(f"error: cannot connect to {args.url}: is the server running there?", file=sys.stderr)
+        return 1
+    except requests.RequestException as exc:  # timeouts, invalid URLs
+        print(f"error: request to {args.url} failed: {type(exc).__name__}", file=sys.stderr)
+        return 1
     if response.status_code != 200:
         try:
             detail = response.json().get("detail")

@@ -11,15 +11,23 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fish_speech.engine.base import Cancelled
-from fish_speech.engine.loader import load_models
+from fish_speech.engine.loader import LoadedModels, load_models
 from fish_speech.engine.service import TTSService
 from fish_speech.references.resolve import request_voice
 from fish_speech.references.store import ReferenceStore, ReferenceStoreError
-from fish_speech.server import routes_references, routes_tasks, routes_tts, routes_vqgan
+from fish_speech.server import (
+    routes_live,
+    routes_openai,
+    routes_references,
+    routes_tasks,
+    routes_tts,
+    routes_vqgan,
+)
 from fish_speech.server.auth import BearerAuth
 from fish_speech.server.config import ServerConfig
 from fish_speech.server.http import negotiated
@@ -30,6 +38,15 @@ from fish_speech.utils.schema import HealthResponse
 
 log = logging.getLogger("fish_speech.server")
 
+# Response headers a page on another origin may read.
+EXPOSED_HEADERS = ["Content-Disposition", "X-Voice-Match", "WWW-Authenticate"]
+
+
+NO_ROUTE = (
+    "Not Found: {method} {path} is no route of this server. Text to speech is POST /v1/tts "
+    "(OpenAI clients: POST /v1/audio/speech, base URL .../v1); every route is listed at /docs"
+)
+
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
@@ -37,8 +54,11 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> J
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":  # no such route
+            detail = NO_ROUTE.format(method=request.method, path=request.url.path)
+        return _error(exc.status_code, detail, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -64,17 +84,24 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(500, f"Internal server error: {type(exc).__name__}: {exc}")
 
 
-def create_app(config: ServerConfig) -> FastAPI:
+def load_configured_models(config: ServerConfig) -> LoadedModels:
+    return load_models(
+        config.llama_path(),
+        config.decoder_path(),
+        config.decoder_config_name,
+        config.device,
+        config.half,
+        config.compile,
+    )
+
+
+def create_app(config: ServerConfig, preloaded: LoadedModels | None = None) -> FastAPI:
+    """``preloaded``: models loaded before the server starts (so a load error is reported
+    before anything listens); worker processes load their own in the lifespan."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        models = load_models(
-            config.llama_path(),
-            config.decoder_path(),
-            config.decoder_config_name,
-            config.device,
-            config.half,
-            config.compile,
-        )
+        models = preloaded or load_configured_models(config)
         service = TTSService(models.engine)
         references = ReferenceStore(Path(config.references_dir))
         tasks = TaskStore(Path(config.data_dir))
@@ -112,8 +139,20 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(routes_vqgan.router)
     app.include_router(routes_references.router)
     app.include_router(routes_tasks.router)
+    app.include_router(routes_openai.router)
+    app.include_router(routes_live.router)
     if config.api_key:
         app.add_middleware(BearerAuth, api_key=config.api_key)
+    if origins := config.cors_origin_list():
+        # Added last, so it runs first: preflights are answered before the key is checked.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["*"],
+            allow_headers=["*"],  # echoes the asked ones, Authorization and Content-Type too
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
     return app
 
 

@@ -33,6 +33,10 @@ class ServerConfig:
     api_key: str | None = None
     references_dir: str = "references"
     data_dir: str = "data"
+    cors_origins: str = "*"  # comma-separated; "" turns CORS off
+
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -97,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require Authorization: Bearer <key>")
     p.add_argument("--references-dir", default="references", help="saved reference voices")
     p.add_argument("--data-dir", default="data", help="server state (async task results)")
+    p.add_argument(
+        "--cors-origins",
+        default="*",
+        help="origins browsers may call from, comma-separated ('*': any, '': CORS off)",
+    )
     return p
 
 
@@ -121,4 +130,5 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         api_key=args.api_key,
         references_dir=args.references_dir,
         data_dir=args.data_dir,
+        cors_origins=args.cors_origins,
     )

@@ -2,7 +2,7 @@
 
 from fish_speech.text.normalize import normalize_text
 from fish_speech.text.script import SCRIPT_LANGUAGES, Run, is_speakable, split_runs
-from fish_speech.text.split import split_for_latency, split_sentences, split_text
+from fish_speech.text.split import split_for_latency, split_sentences, split_text, take_finished
 
 __all__ = [
     "SCRIPT_LANGUAGES",
@@ -13,4 +13,5 @@ __all__ = [
     "split_runs",
     "split_sentences",
     "split_text",
+    "take_finished",
 ]

@@ -128,3 +128,23 @@ def split_for_latency(text: str, max_length: int, latency: str) -> list[str]:
     if latency == "balanced" and pieces:
         return [*_clauses(pieces[0]), *pieces[1:]]
     return pieces
+
+
+def take_finished(buffer: str, max_length: int) -> tuple[list[str], str]:
+    """Split text that is still arriving (token by token) into what can be spoken now and
+    what must wait for more.
+
+    A sentence is finished once text after its end has begun: "3." may still become
+    "3.14" and "etc." may still be followed by a lower-case word. A run with no end that
+    grows past ``max_length`` characters is spoken up to its last clause or word break.
+    """
+    ends = [end for end in _sentence_ends(buffer) if buffer[end:].strip()]
+    cut = ends[-1] if ends else 0
+    ready = split_text(buffer[:cut], max_length)
+    rest = buffer[cut:]
+    if max_length > 0 and len(rest.strip()) > max_length:
+        pieces = split_text(rest, max_length)
+        if len(pieces) > 1:
+            ready += pieces[:-1]
+            rest = rest[rest.rindex(pieces[-1]) :]
+    return ready, rest
