@@ -170,8 +170,9 @@ async def live(ws: WebSocket) -> None:
     state: AppState = ws.app.state.fish
     await ws.accept()
     try:
-        check_model(ws.headers.get("model"), state.service.engine.name, "model header")
+        # Read start first: the SDKs send it at once and then expect an answer, not a close.
         request = _start_request(await _receive(ws))
+        check_model(ws.headers.get("model"), state.service.engine.name, "model header")
         state.service.engine.check_request(synthesis_request(request))
         await LiveSession(ws, state, request).run()
     except WebSocketDisconnect:
