@@ -164,11 +164,13 @@ def find_chromium() -> str | None:
     return os.environ.get("CHROMIUM") or found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     """A headless system Chromium driven by Playwright; skips, saying why, when there is none.
 
     Playwright never downloads a browser here: it drives the system one via executable_path.
+    Module scope: Playwright's sync API leaves its event loop marked as running in this
+    thread until it stops, which breaks ``asyncio.run`` in any later test.
     """
     executable = find_chromium()
     if executable is None:
