@@ -1,4 +1,4 @@
-"""Encoding replies: wav, pcm, mp3, Ogg Opus and FLAC, whole or incrementally.
+"""Encoding replies: wav, pcm, mp3, Ogg Opus, FLAC and AAC, whole or incrementally.
 
 mp3 comes from LAME (``lameenc``: exact bitrates). Ogg Opus and FLAC come from the
 libsndfile that ``soundfile`` bundles: it writes both incrementally to any file-like
@@ -6,10 +6,14 @@ object (FLAC frames and Ogg pages as they fill), so no container is written by h
 one thing it cannot do in a stream is go back: at close it seeks to the start to write the
 FLAC STREAMINFO totals, which a stream has already sent. A streamed FLAC therefore keeps
 the "length unknown" header it started with, which the format allows and decoders read.
+
+AAC (ADTS frames, for the OpenAI route) comes from FFmpeg's encoder through PyAV, an
+optional dependency (the ``aac`` extra): nothing lighter encodes AAC.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 
 import lameenc
@@ -29,6 +33,7 @@ _OPUS_MIN_BPS, _OPUS_SPAN_BPS = 6000, 250000
 # would hold the end of every sentence back until the next one).
 _STREAM_PAGE_MS = 100.0
 _SFC_SET_OGG_PAGE_LATENCY = 0x1303  # sndfile.h; takes a double in milliseconds
+_AAC_KBPS = 128  # mono speech; OpenAI names no AAC bitrate
 
 
 class _Sink(io.RawIOBase):
@@ -114,6 +119,45 @@ class _SndfileEncoder:
         return self._sink.getvalue() if self._keep_all else self._sink.take()
 
 
+class _AacEncoder:
+    """ADTS AAC through PyAV; every ADTS frame carries its own header, so it streams."""
+
+    def __init__(self, sample_rate: int, streaming: bool, kbps: int) -> None:
+        import av  # optional: see aac_available()
+
+        self._av = av
+        self._keep_all = not streaming
+        self._sink = _Sink(keep_all=self._keep_all)
+        self._container = av.open(self._sink, mode="w", format="adts")
+        self._stream = self._container.add_stream("aac", rate=sample_rate, layout="mono")
+        self._stream.bit_rate = kbps * 1000
+        self._rate = sample_rate
+        self._pts = 0
+
+    def _mux(self, frame) -> None:  # type: ignore[no-untyped-def]
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        if len(samples):
+            frame = self._av.AudioFrame.from_ndarray(
+                np.asarray(samples, dtype=np.float32)[None, :], format="flt", layout="mono"
+            )
+            frame.sample_rate, frame.pts = self._rate, self._pts
+            self._pts += len(samples)
+            self._mux(frame)
+        return self._sink.take()
+
+    def finish(self) -> bytes:
+        self._mux(None)
+        self._container.close()
+        return self._sink.getvalue() if self._keep_all else self._sink.take()
+
+
+def aac_available() -> bool:
+    return importlib.util.find_spec("av") is not None
+
+
 def _set_page_latency(file: sf.SoundFile, milliseconds: float) -> None:
     """Shorter Ogg pages for streams; soundfile has no wrapper for this libsndfile command."""
     value = sf._ffi.new("double*", milliseconds)
@@ -139,7 +183,7 @@ class StreamEncoder:
         self.sample_rate = sample_rate
         self._streaming = streaming
         self._mp3 = None
-        self._sndfile = None
+        self._codec: _SndfileEncoder | _AacEncoder | None = None
         self._pcm: list[bytes] = []
         if fmt == "mp3":
             self._mp3 = lameenc.Encoder()
@@ -148,14 +192,16 @@ class StreamEncoder:
             self._mp3.set_channels(1)
             self._mp3.set_quality(2)
         elif fmt in ("opus", "flac"):
-            self._sndfile = _SndfileEncoder(fmt, sample_rate, streaming, opus_bps)
+            self._codec = _SndfileEncoder(fmt, sample_rate, streaming, opus_bps)
+        elif fmt == "aac":
+            self._codec = _AacEncoder(sample_rate, streaming, _AAC_KBPS)
         elif fmt not in ("wav", "pcm"):
             raise ValueError(f"unknown audio format {fmt!r}")
         self._header = wav_header(sample_rate, None) if fmt == "wav" and streaming else b""
 
     def encode(self, samples: np.ndarray) -> bytes:
-        if self._sndfile is not None:
-            return self._sndfile.encode(samples)
+        if self._codec is not None:
+            return self._codec.encode(samples)
         pcm = to_int16(samples)
         if self._mp3 is not None:
             return bytes(self._mp3.encode(pcm.tobytes()))
@@ -166,8 +212,8 @@ class StreamEncoder:
         return header + pcm.tobytes()
 
     def finish(self) -> bytes:
-        if self._sndfile is not None:
-            return self._sndfile.finish()
+        if self._codec is not None:
+            return self._codec.finish()
         if self._mp3 is not None:
             return bytes(self._mp3.flush())
         if self.fmt == "wav" and not self._streaming:

@@ -12,6 +12,7 @@ MEDIA_TYPES = {
     "mp3": "audio/mpeg",
     "opus": "audio/ogg",  # Ogg Opus (RFC 7845), which browsers and players read
     "flac": "audio/flac",
+    "aac": "audio/aac",  # ADTS; only the OpenAI route offers it
 }
 
 # Uncompressed and lossless formats take any rate in this range.

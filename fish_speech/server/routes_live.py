@@ -154,7 +154,7 @@ def _start_request(event: dict[str, Any]) -> ServeTTSRequest:
     if not isinstance(body, dict):
         raise LiveError('the start event needs a "request" map (the /v1/tts fields)')
     try:
-        return ServeTTSRequest.model_validate({"text": "", **body})
+        return ServeTTSRequest.model_validate({**body, "text": body.get("text") or ""})
     except ValidationError as exc:
         raise LiveError(describe_validation_error(exc)) from exc
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from fish_speech.audio.encode import AudioOutput
+from fish_speech.audio.encode import AudioOutput, aac_available
 from fish_speech.audio.formats import default_rate
 from fish_speech.engine.base import AudioSegment
 from fish_speech.references.resolve import resolve_references
@@ -128,11 +128,11 @@ async def speech(request: Request) -> Response:
     state = get_state(request)
     req = await parse_body(request, SpeechRequest)
     check_model(req.model, state.service.engine.name, "model")
-    if req.response_format == "aac":
+    if req.response_format == "aac" and not aac_available():
         raise HTTPException(
             400,
-            "response_format 'aac' is not available: this server has no AAC encoder; use mp3, "
-            "opus, flac, wav or pcm",
+            "response_format 'aac' needs the optional PyAV package on the server "
+            "(pip install 'fish-speech-server[aac]'); or use mp3, opus, flac, wav or pcm",
         )
     if req.instructions and req.instructions.strip():
         raise HTTPException(
