@@ -208,3 +208,25 @@ def test_fish_latency_low_is_refused_with_the_reason(fish_server):
     assert "latency 'low'" in detail and "frame-level streaming" in detail
     balanced = {"text": "Hi, there.", "latency": "balanced", "max_new_tokens": 4, "seed": 1}
     assert fish_server.request("POST", "/v1/tts", json=balanced).status_code == 200
+
+
+def test_async_task_in_opus(server):
+    import time
+
+    created = server.request(
+        "POST",
+        "/generate_audio_enhanced_async",
+        json={"step_id": "opus_task", "text": "An async task in Opus.", "format": "opus"},
+    )
+    assert created.status_code == 200, created.text
+    deadline = time.monotonic() + 120
+    while (state := server.request("GET", "/get_task_status/opus_task").json())["status"] in (
+        "pending",
+        "processing",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert state["status"] == "completed", state
+    result = server.request("GET", state["download_url"])
+    assert result.headers["content-type"] == "audio/ogg"
+    assert_audio(*decoded(result.content, "opus", 48000), 48000)
