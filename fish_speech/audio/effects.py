@@ -8,8 +8,9 @@ Every step works segment by segment, so a stream and a whole file get the same s
   steps. Peaks are held below full scale rather than limited.
 - Time stretch (``python-stretch``, the MIT Signalsmith Stretch library: pitch-preserving
   phase-vocoder) runs on each segment on its own. Segments are sentences or text chunks,
-  which both engines end in a pause, so no phase has to carry across a join. Cost on one
-  core: about 5 ms per second of audio at 2x, 25 ms at 0.5x.
+  and speech pauses there (the embedded engine always ends a segment in silence), so a
+  join is where a fresh start costs least. Cost on one core: about 4 ms per second of audio
+  at 2x, 17 ms at 0.5x (bench/audio_output.py).
 - Resampling (``soxr``) is one stream for the whole reply, continuous across joins.
 """
 
