@@ -28,6 +28,9 @@ ROUTES = [
     ("POST", "/stop_async_task/some_task"),
     ("GET", "/docs"),
     ("GET", "/openapi.json"),
+    ("POST", "/v1/audio/speech"),
+    ("GET", "/v1/audio/voices"),
+    ("GET", "/v1/models"),
 ]
 
 
