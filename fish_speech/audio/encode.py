@@ -24,8 +24,6 @@ from fish_speech.audio.effects import AudioPipeline
 from fish_speech.audio.formats import ENGINE_RATE, MEDIA_TYPES, default_rate
 from fish_speech.audio.io import to_int16, wav_header
 
-__all__ = ["MEDIA_TYPES", "AudioOutput", "StreamEncoder", "encode_audio"]
-
 # libsndfile's Opus target is set through its compression level: bitrate per channel =
 # (1 - level) * 250 kbit/s + 6 kbit/s (ogg_opus.c, SFC_SET_COMPRESSION_LEVEL).
 _OPUS_MIN_BPS, _OPUS_SPAN_BPS = 6000, 250000
@@ -37,7 +35,8 @@ _AAC_KBPS = 128  # mono speech; OpenAI names no AAC bitrate
 
 
 class _Sink(io.RawIOBase):
-    """A write-only file for libsndfile: hands out what was appended since the last take.
+    """A write-only file for libsndfile and PyAV: hands out what was appended since the last
+    take.
 
     In a stream, writes into bytes already handed out (libsndfile's header rewrite at close)
     are dropped; otherwise the whole file is kept, so the rewrite lands.
@@ -56,7 +55,7 @@ class _Sink(io.RawIOBase):
         return True
 
     def readable(self) -> bool:
-        return True  # libsndfile asks; it never reads in write mode
+        return True  # soundfile asks; nothing reads in write mode
 
     def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
         return 0
