@@ -54,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="play the saved file (needs the sounddevice package)",
     )
-    p.add_argument("--format", choices=["wav", "mp3", "pcm"], default="wav", help="audio format")
+    p.add_argument(
+        "--format",
+        choices=["wav", "mp3", "pcm", "opus", "flac"],
+        default="wav",
+        help="audio format",
+    )
     p.add_argument("--max_new_tokens", type=int, default=1024, help="generation cap (0: none)")
     p.add_argument("--chunk_length", type=int, default=300, help="characters per chunk (100-300)")
     p.add_argument("--top_p", type=float, default=0.8, help="nucleus sampling (0.1-1.0)")
@@ -158,12 +163,16 @@ def bar(fraction: float, width: int = 30) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {fraction * 100:5.1f}%"
 
 
-def audio_seconds(fmt: str, received: int) -> float:
-    """Seconds of audio in the bytes received so far (mp3: from its 128 kbit/s rate)."""
+def received_text(fmt: str, received: int) -> str:
+    """What has arrived: bytes, and seconds of audio where the format tells them (wav and pcm
+    from their sample size, mp3 from its 128 kbit/s rate; not opus or flac)."""
+    text = f"received {received / 1024:,.0f} kB"
     if fmt == "mp3":
-        return received * 8 / MP3_BITRATE
-    header = 44 if fmt == "wav" else 0
-    return max(0, received - header) / (2 * OUTPUT_SAMPLE_RATE)
+        return text + f", {received * 8 / MP3_BITRATE:.1f} s of audio"
+    if fmt in ("wav", "pcm"):
+        header = 44 if fmt == "wav" else 0
+        return text + f", {max(0, received - header) / (2 * OUTPUT_SAMPLE_RATE):.1f} s of audio"
+    return text
 
 
 def report_failure(response: requests.Response) -> int:
@@ -201,15 +210,8 @@ def save_tts(args: argparse.Namespace, request: ServeTTSRequest, headers: dict) 
                 print(f"First audio after {first_byte_at:.2f} s")
             f.write(chunk)
             received += len(chunk)
-            progress.show(
-                f"received {received / 1024:,.0f} kB, "
-                f"{audio_seconds(args.format, received):.1f} s of audio"
-            )
-    progress.show(
-        f"received {received / 1024:,.0f} kB, {audio_seconds(args.format, received):.1f} s "
-        "of audio, done",
-        final=True,
-    )
+            progress.show(received_text(args.format, received))
+    progress.show(received_text(args.format, received) + ", done", final=True)
     if args.format == "wav" and args.streaming:
         body = bytearray(output.read_bytes())
         finalize_streamed_wav(body)
@@ -282,9 +284,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.api_key:
         headers["authorization"] = f"Bearer {args.api_key}"
 
-    output = (
-        run_task(args, request, headers) if args.async_task else save_tts(args, request, headers)
-    )
+    try:
+        output = (
+            run_task(args, request, headers)
+            if args.async_task
+            else save_tts(args, request, headers)
+        )
+    except requests.ConnectionError:
+        print(f"error: cannot connect to {args.url}: is the server running there?", file=sys.stderr)
+        return 1
+    except requests.RequestException as exc:  # timeouts, invalid URLs
+        print(f"error: request to {args.url} failed: {type(exc).__name__}", file=sys.stderr)
+        return 1
     if output is None:
         return 1
     if args.format == "wav":

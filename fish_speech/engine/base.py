@@ -20,6 +20,10 @@ OUTPUT_SAMPLE_RATE = 44100
 """Every engine answers at this rate, so clients can assume it (the seed plays at 44.1 kHz)."""
 
 
+class UnsupportedRequest(ValueError):
+    """The engine cannot do what the request asks; the message says why."""
+
+
 class Cancelled(Exception):
     """Raised inside an engine when the caller cancelled the request."""
 
@@ -85,6 +89,7 @@ class SynthesisRequest:
     temperature: float = 0.8
     seed: int | None = None
     normalize: bool = True
+    latency: str = "normal"  # see Engine.latency_modes
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,20 @@ class Engine(ABC):
     name: str = "engine"
     # "in-context": references steer the model itself; "approximate": post-hoc pitch/timbre match.
     voice_match: str = "none"
+    # Latency mode -> what this engine does for it (reported by /v1/health); a mode that is
+    # not here is refused with the reason in unavailable_latency.
+    latency_modes: dict[str, str] = {"normal": "one segment per sentence"}
+    unavailable_latency: dict[str, str] = {}
+
+    def check_request(self, request: SynthesisRequest) -> None:
+        """Raise UnsupportedRequest for what this engine cannot honour."""
+        if request.latency not in self.latency_modes:
+            reason = self.unavailable_latency.get(request.latency, "it is not implemented")
+            modes = ", ".join(repr(m) for m in self.latency_modes)
+            raise UnsupportedRequest(
+                f"latency {request.latency!r} is not available with the {self.name} engine: "
+                f"{reason}. Use {modes}"
+            )
 
     @abstractmethod
     def capabilities(self) -> dict[str, Any]:

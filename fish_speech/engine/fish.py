@@ -20,7 +20,7 @@ from fish_speech.engine.base import (
 )
 from fish_speech.models.text2semantic import Text2Semantic, load_text2semantic
 from fish_speech.text.normalize import normalize_text
-from fish_speech.text.split import split_text
+from fish_speech.text.split import split_for_latency
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,15 @@ class FishPrompt:
 class FishEngine(Engine):
     name = "fish"
     voice_match = "in-context"
+    latency_modes = {
+        "normal": "one segment per text chunk (sentences, at most chunk_length characters)",
+        "balanced": "as normal, but the first sentence is cut at its commas: earlier first "
+        "audio, slightly less context for it",
+    }
+    unavailable_latency = {
+        "low": "it needs frame-level streaming (audio before a chunk is fully generated), "
+        "which this engine does not do yet"
+    }
 
     def __init__(self, model: Text2Semantic, codec: Any, checkpoint: str) -> None:
         if model.num_codebooks != codec.num_codebooks:
@@ -73,6 +82,7 @@ class FishEngine(Engine):
             "device": str(self.model.device),
             "voice_match": self.voice_match,
             "streaming": True,
+            "latency": self.latency_modes,
             "sample_rate": self.codec.sample_rate,
             "limitations": [
                 "Text is generated in chunks of about chunk_length characters; each chunk is "
@@ -87,7 +97,8 @@ class FishEngine(Engine):
     def synthesize(self, request: SynthesisRequest, cancel: CancelToken) -> Iterator[AudioSegment]:
         text = normalize_text(request.text) if request.normalize else request.text
         prompts: list[FishPrompt] = request.prompts
-        for chunk, progress in with_progress(split_text(text, request.chunk_length)):
+        chunks = split_for_latency(text, request.chunk_length, request.latency)
+        for chunk, progress in with_progress(chunks):
             codes = self.model.generate(
                 chunk,
                 [p.text for p in prompts],

@@ -35,6 +35,7 @@ def synthesis_request(fields: GenerationFields) -> SynthesisRequest:
         temperature=fields.temperature,
         seed=fields.seed,
         normalize=fields.normalize,
+        latency=fields.latency,
     )
 
 
@@ -114,7 +115,11 @@ class TTSService:
         request_id: str | None = None,
     ) -> AsyncIterator[AudioSegment]:
         """Queue the request; its segments arrive as they are made, and when it ends it is
-        logged and reported to ``listeners`` under ``request_id`` (a fresh id if None)."""
+        logged and reported to ``listeners`` under ``request_id`` (a fresh id if None).
+
+        Raises UnsupportedRequest at once (before queueing) for what the engine refuses.
+        """
+        self.engine.check_request(request)
 
         def produce():
             request.prompts = [self._prepare(ref, use_cache) for ref in references]

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from fish_speech.engine.base import Cancelled, EngineFailure
-from fish_speech.engine.loader import load_models
+from fish_speech.engine.loader import LoadedModels, load_models
 from fish_speech.engine.service import TTSService
 from fish_speech.references.resolve import request_voice
 from fish_speech.references.store import ReferenceStore, ReferenceStoreError
@@ -26,6 +27,8 @@ from fish_speech.server import (
     docs,
     metrics,
     routes_health,
+    routes_live,
+    routes_openai,
     routes_references,
     routes_tasks,
     routes_tts,
@@ -47,6 +50,15 @@ from fish_speech.utils.schema import HealthResponse
 
 log = logging.getLogger("fish_speech.server")
 
+# Response headers a page on another origin may read.
+EXPOSED_HEADERS = ["Content-Disposition", "X-Voice-Match", "WWW-Authenticate"]
+
+
+NO_ROUTE = (
+    "Not Found: {method} {path} is no route of this server. Text to speech is POST /v1/tts "
+    "(OpenAI clients: POST /v1/audio/speech, base URL .../v1); every route is listed at /docs"
+)
+
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
@@ -54,8 +66,11 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> J
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":  # no such route
+            detail = NO_ROUTE.format(method=request.method, path=request.url.path)
+        return _error(exc.status_code, detail, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -103,19 +118,25 @@ def _sweep_at_start(tasks: TaskStore, retention_s: float) -> None:
         log.error("Could not remove expired tasks: %s", exc)
 
 
-def create_app(config: ServerConfig) -> FastAPI:
+def load_configured_models(config: ServerConfig) -> LoadedModels:
+    return load_models(
+        config.llama_path(),
+        config.decoder_path(),
+        config.decoder_config_name,
+        config.device,
+        config.half,
+        config.compile,
+    )
+
+
+def create_app(config: ServerConfig, preloaded: LoadedModels | None = None) -> FastAPI:
+    """``preloaded``: models loaded before the server starts (so a load error is reported
+    before anything listens); worker processes load their own in the lifespan."""
     lifecycle = Lifecycle(config.shutdown_timeout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        models = load_models(
-            config.llama_path(),
-            config.decoder_path(),
-            config.decoder_config_name,
-            config.device,
-            config.half,
-            config.compile,
-        )
+        models = preloaded or load_configured_models(config)
         service = TTSService(models.engine)
         references = ReferenceStore(Path(config.references_dir), config.max_reference_seconds)
         tasks = TaskStore(Path(config.data_dir))
@@ -182,7 +203,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.include_router(routes_tasks.router)
     app.include_router(metrics.router)
     app.include_router(routes_health.router)
-    # Outermost last: the request counter, auth, then the shutdown gate, then the body limit.
+    app.include_router(routes_openai.router)
+    app.include_router(routes_live.router)
+    # Outermost last: CORS (preflights answered before the key is checked), the request
+    # counter, auth, then the shutdown gate, then the body limit.
     app.add_middleware(BodyLimit, max_bytes=int(config.max_body_mb * 2**20))
     app.add_middleware(DrainGate, lifecycle=lifecycle)
     if config.api_key:
@@ -193,6 +217,15 @@ def create_app(config: ServerConfig) -> FastAPI:
             public_prefixes=docs.PUBLIC_PREFIXES + web.PUBLIC_PREFIXES,
         )
     app.add_middleware(RequestCounter, metrics=server_metrics, routes=RouteTemplates(app))
+    if origins := config.cors_origin_list():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["*"],
+            allow_headers=["*"],  # echoes the asked ones, Authorization and Content-Type too
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
     return app
 
 

@@ -41,6 +41,10 @@ class ServerConfig:
     max_reference_seconds: float = 60
     task_retention_hours: float = 24
     shutdown_timeout: float = 10
+    cors_origins: str = "*"  # comma-separated; "" turns CORS off
+
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -127,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="seconds from SIGTERM/SIGINT to exit; running tasks are re-queued",
     )
+    p.add_argument(
+        "--cors-origins",
+        default="*",
+        help="origins browsers may call from, comma-separated ('*': any, '': CORS off)",
+    )
     return p
 
 
@@ -170,4 +179,5 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         max_reference_seconds=args.max_reference_seconds,
         task_retention_hours=args.task_retention_hours,
         shutdown_timeout=args.shutdown_timeout,
+        cors_origins=args.cors_origins,
     )

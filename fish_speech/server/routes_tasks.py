@@ -13,7 +13,8 @@ import ormsgpack
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from fish_speech.audio.io import MEDIA_TYPES
+from fish_speech.audio.formats import MEDIA_TYPES
+from fish_speech.engine.service import synthesis_request
 from fish_speech.server.http import body_schema, negotiated, parse_body
 from fish_speech.server.routes_tts import check_text, resolve_voice
 from fish_speech.server.state import get_state
@@ -64,6 +65,7 @@ async def create_task(request: Request) -> Response:
     state = get_state(request)
     req = await parse_body(request, AsyncGenerateRequest)
     check_text(state, req.text)
+    state.service.engine.check_request(synthesis_request(req))  # e.g. a latency it lacks
     await resolve_voice(state, req)  # unknown voice or bad audio: 4xx now, not a failed task
     try:
         payload = ormsgpack.packb(req.model_dump())

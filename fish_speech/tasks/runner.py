@@ -12,7 +12,7 @@ import numpy as np
 import ormsgpack
 from starlette.concurrency import run_in_threadpool
 
-from fish_speech.audio.io import encode_audio
+from fish_speech.audio.encode import encode_audio
 from fish_speech.engine.base import (
     OUTPUT_SAMPLE_RATE,
     AudioSegment,
