@@ -9,6 +9,7 @@ import soundfile as sf
 from openapi_spec_validator import validate
 
 from conftest import API_KEY, assert_speech
+from fish_speech.server import routes_openai
 from fish_speech.utils import schema
 
 
@@ -76,13 +77,17 @@ def test_json_examples_are_first_valid_and_work(spec, server):
             assert next(iter(content)) == "application/json", path  # "Try it out" default
             media = content["application/json"]
             assert "example" in media, f"{method} {path} has no JSON example"
-            model = getattr(schema, media["schema"]["$ref"].rsplit("/", 1)[1])
+            name = media["schema"]["$ref"].rsplit("/", 1)[1]
+            model = getattr(schema, name, None) or getattr(routes_openai, name)
             model.model_validate(media["example"])
             examples[path] = media["example"]
 
     tts = server.request("POST", "/v1/tts", json=examples["/v1/tts"])
     assert tts.status_code == 200, tts.text
     assert_speech(*sf.read(io.BytesIO(tts.content), dtype="float32"))
+    speech = server.request("POST", "/v1/audio/speech", json=examples["/v1/audio/speech"])
+    assert speech.status_code == 200, speech.text
+    assert_speech(*sf.read(io.BytesIO(speech.content), dtype="float32"))
     task = server.request(
         "POST", "/generate_audio_enhanced_async", json=examples["/generate_audio_enhanced_async"]
     )

@@ -28,7 +28,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from fish_speech.audio.io import encode_audio
+from fish_speech.audio.encode import encode_audio
 
 ASSETS_URL = "/docs/assets"
 PUBLIC_PATHS = frozenset({"/docs", "/redoc"})
@@ -75,6 +75,12 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "step_id": "docs-example",
         "text": "A longer text that is worth running in the background.",
         "format": "mp3",
+    },
+    ("/v1/audio/speech", "post"): {
+        "model": "tts-1",
+        "input": "Hello from the API docs.",
+        "voice": "alloy",
+        "response_format": "mp3",
     },
     ("/v1/vqgan/encode", "post"): {"audios": [_example_wav_base64()]},
     ("/v1/vqgan/decode", "post"): {"tokens": [[[0, 1, 2, 3]] * 10]},
