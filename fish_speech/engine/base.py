@@ -7,7 +7,6 @@ server never touches a model directly.
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,30 +14,12 @@ from typing import Any
 
 import numpy as np
 
+# Re-exported (they used to live here; engines and the server import them from this module).
+from fish_speech.utils.cancel import Cancelled as Cancelled
+from fish_speech.utils.cancel import CancelToken as CancelToken
+
 OUTPUT_SAMPLE_RATE = 44100
 """Every engine answers at this rate, so clients can assume it (the seed plays at 44.1 kHz)."""
-
-
-class Cancelled(Exception):
-    """Raised inside an engine when the caller cancelled the request."""
-
-
-class CancelToken:
-    """A flag the caller sets and the engine polls between steps."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
-            raise Cancelled()
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class Text2Semantic:
         self.tokenizer = tokenizer
         self.config: DualARConfig = model.config
         self.num_codebooks = self.config.num_codebooks
-        self.max_seq_len = self.config.max_seq_len
+        self.max_seq_len = model.max_seq_len
         self.device = model.embeddings.weight.device
         self._lock = threading.Lock()
         self._compiled_step = None
@@ -111,8 +111,17 @@ def load_text2semantic(
     device: str = "cpu",
     dtype: torch.dtype | None = None,
     compile: bool = False,
+    cache_slots: int = 1,
+    max_seq_len: int | None = None,
 ) -> Text2Semantic:
     """Load an official checkpoint folder (config.json, model.pth, tokenizer.tiktoken,
-    special_tokens.json). Raises ``CheckpointError`` for missing files, tensors or shapes."""
-    model, tokenizer = load_model(checkpoint_dir, device, dtype or default_dtype(device))
+    special_tokens.json). Raises ``CheckpointError`` for missing files, tensors or shapes.
+
+    The KV cache holds ``cache_slots`` sequences (a batching engine uses them; ``generate``
+    uses slot 0) of ``max_seq_len`` positions, by default the checkpoint's context. A
+    shorter context saves memory; prompts keep the checkpoint's length rule, and generation
+    stops when the shorter context is full."""
+    model, tokenizer = load_model(
+        checkpoint_dir, device, dtype or default_dtype(device), cache_slots, max_seq_len
+    )
     return Text2Semantic(model, tokenizer, compile=compile)
