@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,6 +20,19 @@ from fish_speech.utils.cancel import CancelToken as CancelToken
 
 OUTPUT_SAMPLE_RATE = 44100
 """Every engine answers at this rate, so clients can assume it (the seed plays at 44.1 kHz)."""
+
+
+class EngineBusy(Exception):
+    """The engine cannot take another request now: every slot is busy and the waiting queue is
+    full. ``retry_after_s`` is a hint of when a place may be free."""
+
+    def __init__(self, retry_after_s: float, detail: str) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class EngineFailed(RuntimeError):
+    """The engine's inference thread died; no request can be served until a restart."""
 
 
 @dataclass(frozen=True)
@@ -74,3 +87,63 @@ class Engine(ABC):
 
         Must call ``cancel.raise_if_cancelled()`` often enough to stop within one step.
         """
+
+
+class SegmentSink(Protocol):
+    """Where an engine thread sends one request's audio, in order."""
+
+    def put(self, segment: AudioSegment) -> None: ...
+
+    def close(self, error: BaseException | None = None) -> None:
+        """No more segments: the request is done, or failed with ``error``."""
+
+
+class Reservation(Protocol):
+    """A place in an engine's queue, held while a request's voice is being prepared."""
+
+    def release(self) -> None:
+        """Give the place back unused (submitting the request consumes it instead)."""
+
+
+class BatchingEngine(Engine):
+    """An engine that runs many requests at once on its own thread (continuous batching).
+
+    The service hands requests to it instead of queueing them on the serial inference
+    thread: ``reserve`` first (admission control, raising :class:`EngineBusy`), then
+    ``submit`` once the voice prompts are prepared. ``synthesize`` stays usable as a
+    blocking form for callers on any thread.
+    """
+
+    @abstractmethod
+    def reserve(self, bounded: bool) -> Reservation:
+        """Hold a place for one request. ``bounded`` requests get :class:`EngineBusy` when the
+        waiting queue is full; unbounded ones (durable async tasks, which limit themselves)
+        always get one."""
+
+    @abstractmethod
+    def submit(
+        self,
+        request: SynthesisRequest,
+        cancel: CancelToken,
+        sink: SegmentSink,
+        reservation: Reservation,
+    ) -> None:
+        """Queue a request; its segments go to ``sink``. Raises ValueError for input the
+        engine refuses (then the reservation is released)."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """Plain numbers for health and metrics: running, waiting, slots, step time."""
+
+    @abstractmethod
+    def room(self) -> int:
+        """Requests that could start now without waiting (free slots not promised)."""
+
+    @property
+    @abstractmethod
+    def failure(self) -> str | None:
+        """Why the engine's thread died, or None while it is healthy."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the engine thread; requests still in it end with ``Cancelled``."""

@@ -15,11 +15,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
 from fish_speech.engine.base import CancelToken
+from fish_speech.engine.sinks import Outbox
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-_DONE = object()
 
 
 class InferenceWorker:
@@ -59,31 +58,22 @@ class InferenceWorker:
         Leaving the ``async for`` early (client gone, error) sets ``cancel`` so the
         producer stops at its next check instead of finishing unwanted work.
         """
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue[object] = asyncio.Queue()
-
-        def post(item: object) -> None:
-            try:
-                loop.call_soon_threadsafe(items.put_nowait, item)
-            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
-                cancel.cancel()
+        outbox: Outbox[T] = Outbox(cancel)
 
         def job() -> None:
             if cancel.cancelled:
-                post(_DONE)
+                outbox.close()
                 return
             try:
                 for item in produce():
-                    post(item)
-                post(_DONE)
+                    outbox.put(item)
+                outbox.close()
             except BaseException as exc:
-                post(exc)
+                outbox.close(exc)
 
         self._jobs.put(job)
         try:
-            while (item := await items.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item  # type: ignore[misc]
+            async for item in outbox:
+                yield item
         finally:
             cancel.cancel()

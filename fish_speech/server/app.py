@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fish_speech.engine.base import Cancelled
+from fish_speech.engine.base import Cancelled, EngineBusy, EngineFailed
 from fish_speech.engine.loader import load_models
 from fish_speech.engine.service import TTSService
 from fish_speech.references.resolve import request_voice
@@ -54,6 +54,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         # Engines, the codec and the audio decoder raise ValueError for input they refuse.
         return _error(400, str(exc))
 
+    @app.exception_handler(EngineBusy)
+    async def busy(_: Request, exc: EngineBusy) -> JSONResponse:
+        retry_after = str(max(1, round(exc.retry_after_s)))
+        return _error(429, str(exc), {"Retry-After": retry_after})
+
+    @app.exception_handler(EngineFailed)
+    async def engine_failed(_: Request, exc: EngineFailed) -> JSONResponse:
+        return _error(503, f"The speech engine has failed and needs a restart: {exc}")
+
     @app.exception_handler(Cancelled)
     async def cancelled(_: Request, exc: Cancelled) -> JSONResponse:
         return _error(503, "The request was cancelled (server shutting down)")
@@ -74,8 +83,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             config.device,
             config.half,
             config.compile,
+            config.max_batch_size,
+            config.max_seq_len,
+            config.max_queue,
         )
-        service = TTSService(models.engine)
+        service = TTSService(models.engine, max_queue=config.max_queue)
         references = ReferenceStore(Path(config.references_dir))
         tasks = TaskStore(Path(config.data_dir))
         runner = TaskRunner(
@@ -102,10 +114,16 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.api_route("/v1/health", methods=["GET", "POST"], response_model=HealthResponse)
     async def health(request: Request) -> Response:
-        engine = get_state(request).service.engine
+        service = get_state(request).service
+        engine = service.engine
         return negotiated(
             request,
-            HealthResponse(status="ok", engine=engine.name, capabilities=engine.capabilities()),
+            HealthResponse(
+                status="ok",
+                engine=engine.name,
+                capabilities=engine.capabilities(),
+                load=service.stats(),
+            ),
         )
 
     app.include_router(routes_tts.router)

@@ -33,6 +33,10 @@ class ServerConfig:
     api_key: str | None = None
     references_dir: str = "references"
     data_dir: str = "data"
+    # Fish engine batching: None = sized from free memory / the checkpoint's context.
+    max_batch_size: int | None = None
+    max_seq_len: int | None = None
+    max_queue: int = 32
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -97,6 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require Authorization: Bearer <key>")
     p.add_argument("--references-dir", default="references", help="saved reference voices")
     p.add_argument("--data-dir", default="data", help="server state (async task results)")
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="Fish engine: requests decoded together (default: as many KV slots as half the "
+        "free memory holds, at most 8 on CPU, 64 on GPU)",
+    )
+    p.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=None,
+        help="Fish engine: positions per KV slot, prompt + generated frames (default: the "
+        "checkpoint's, 8192 for S1-mini)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=32,
+        help="requests that may wait for a slot; more get 429 (async tasks queue apart)",
+    )
     return p
 
 
@@ -107,6 +131,12 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         raise ConfigError("--workers must be at least 1")
     if args.max_text_length < 0:
         raise ConfigError("--max-text-length must be 0 (no limit) or positive")
+    if args.max_batch_size is not None and args.max_batch_size < 1:
+        raise ConfigError("--max-batch-size must be at least 1")
+    if args.max_seq_len is not None and args.max_seq_len < 16:
+        raise ConfigError("--max-seq-len must be at least 16")
+    if args.max_queue < 0:
+        raise ConfigError("--max-queue must be 0 or positive")
     return ServerConfig(
         host=host,
         port=port,
@@ -121,4 +151,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         api_key=args.api_key,
         references_dir=args.references_dir,
         data_dir=args.data_dir,
+        max_batch_size=args.max_batch_size,
+        max_seq_len=args.max_seq_len,
+        max_queue=args.max_queue,
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +44,27 @@ async def start_synthesis(state: AppState, req: ServeTTSRequest) -> AsyncIterato
     )
 
 
+async def collect_while_connected(
+    request: Request, segments: AsyncIterator[AudioSegment]
+) -> np.ndarray | None:
+    """The whole utterance; a client that hangs up first cancels it (freeing its slot)."""
+    collecting = asyncio.ensure_future(collect_audio(segments))
+    hangup = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({collecting, hangup}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hangup.cancel()
+        if not collecting.done():
+            collecting.cancel()  # the engine sees the cancel within one step
+    return collecting.result()  # raises CancelledError when the client left
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read, so the next ASGI message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def audio_headers(state: AppState, req: ServeTTSRequest) -> dict[str, str]:
     headers = {"Content-Disposition": f"attachment; filename=audio.{req.format}"}
     if req.reference_id is not None or req.references:
@@ -62,7 +85,7 @@ async def tts(request: Request) -> Response:
     headers = audio_headers(state, req)
 
     if not req.streaming:
-        audio = await collect_audio(segments)
+        audio = await collect_while_connected(request, segments)
         if audio is None:
             raise HTTPException(400, NO_SPEECH)
         body = encode_audio(audio, OUTPUT_SAMPLE_RATE, req.format)

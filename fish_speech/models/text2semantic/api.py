@@ -41,7 +41,6 @@ class Text2Semantic:
         self.tokenizer = tokenizer
         self.config: DualARConfig = model.config
         self.num_codebooks = self.config.num_codebooks
-        self.max_seq_len = model.max_seq_len
         self.device = model.embeddings.weight.device
         self._lock = threading.Lock()
         self._compiled_step = None
@@ -50,6 +49,10 @@ class Text2Semantic:
             self._compiled_step = torch.compile(
                 decode_step, fullgraph=True, mode="reduce-overhead" if on_cuda else None
             )
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.model.max_seq_len
 
     def build_prompt(
         self,

@@ -129,7 +129,7 @@ def decode_rows(
     params: tuple[Tensor, Tensor, Tensor],
     noise_slow: Tensor,
     noise_fast: Tensor,
-    rows: CacheRows | None = None,
+    rows: CacheRows = 0,
 ) -> Tensor:
     """One frame for each of B rows: the slow token from ``tokens`` (B, C+1, S) at
     ``input_pos`` (see :meth:`DualARTransformer.forward_slow`) in cache slots ``rows``, then

@@ -12,11 +12,12 @@ Two ways to read it:
 * ``kv_len=None`` (static shapes, for torch.compile): attend to every position and hide
   positions past the query's with a causal mask.
 
-Batches: batch row ``b`` uses cache slot ``rows[b]`` (``rows`` a slice, read as a view, or an
-index tensor, read by a gather). Positions are either shared, ``input_pos`` of shape (S,) for
-every row (prefill, batch-1 decode), or per row, ``input_pos`` of shape (B, 1) for a batched
-decode step of sequences at different lengths; each row then sees only its own filled prefix
-through a mask, and the read stops at the longest prefix in the batch.
+Batches: batch row ``b`` uses cache slot ``rows + b`` (``rows`` an int: a dense range, read
+as a view) or ``rows[b]`` (an index tensor, read by a gather). Positions are either shared,
+``input_pos`` of shape (S,) for every row (prefill, batch-1 decode), or per row,
+``input_pos`` of shape (B, 1) for a batched decode step of sequences at different lengths;
+each row then sees only its own filled prefix through a mask, and the read stops at the
+longest prefix in the batch.
 
 Grouped-query attention never copies K/V: the query heads that share a KV head are folded
 into extra query rows of that head, so SDPA sees ``n_local_heads`` heads.
@@ -59,8 +60,9 @@ def apply_rope(x: Tensor, table: Tensor) -> Tensor:
     return rotated.flatten(-2).type_as(x)
 
 
-CacheRows = slice | Tensor
-"""The cache slots of a batch's rows: a slice (a view, no copy) or an index tensor (B,)."""
+CacheRows = int | Tensor
+"""The cache slots of a batch's rows: the first of a dense range (an int, so compiled code
+sees the batch size only as a shape) or one slot index per row (an index tensor (B,))."""
 
 
 class KVCache(nn.Module):
@@ -78,17 +80,19 @@ class KVCache(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Write k, v (B, heads, S, hd) at ``input_pos`` of slots ``rows``; return those slots'
         first ``kv_len`` positions (all with None)."""
-        if input_pos.ndim == 1 and isinstance(rows, slice):
-            self.k_cache[rows].index_copy_(2, input_pos, k)
-            self.v_cache[rows].index_copy_(2, input_pos, v)
+        batch = k.shape[0]
+        view = slice(rows, rows + batch) if isinstance(rows, int) else rows
+        if input_pos.ndim == 1 and isinstance(rows, int):
+            self.k_cache[view].index_copy_(2, input_pos, k)
+            self.v_cache[view].index_copy_(2, input_pos, v)
         else:
             # Scattered writes: row b at its own position(s), (B, 1) against input_pos.
-            slots = _row_indices(rows, k.shape[0], k.device)[:, None]
+            slots = _row_indices(rows, batch, k.device)[:, None]
             positions = input_pos if input_pos.ndim == 2 else input_pos[None]
             self.k_cache[slots, :, positions] = k.transpose(1, 2)
             self.v_cache[slots, :, positions] = v.transpose(1, 2)
         # Slice the positions before picking rows, so a gather copies only the prefix.
-        return self.k_cache[:, :, :kv_len][rows], self.v_cache[:, :, :kv_len][rows]
+        return self.k_cache[:, :, :kv_len][view], self.v_cache[:, :, :kv_len][view]
 
     def copy_slot(self, source: int, target: int, length: int) -> None:
         self.k_cache[target, :, :length] = self.k_cache[source, :, :length]
@@ -96,8 +100,8 @@ class KVCache(nn.Module):
 
 
 def _row_indices(rows: CacheRows, batch: int, device: torch.device) -> Tensor:
-    if isinstance(rows, slice):
-        return torch.arange(rows.start or 0, (rows.start or 0) + batch, device=device)
+    if isinstance(rows, int):
+        return torch.arange(rows, rows + batch, device=device)
     return rows
 
 
@@ -291,6 +295,12 @@ class DualARTransformer(nn.Module):
         self.fast_rope = rope_table(c.num_codebooks, c.fast_head_dim, c.rope_base).to(device, dtype)
 
     @property
+    def cache_slots(self) -> int:
+        """Sequences the KV cache holds (0 before setup_caches)."""
+        cache = self.layers[0].attention.kv_cache if len(self.layers) else None
+        return 0 if cache is None else cache.k_cache.shape[0]
+
+    @property
     def max_seq_len(self) -> int:
         """Positions one sequence may use: the checkpoint's context, or the shorter one the
         caches were set up for."""
@@ -320,17 +330,17 @@ class DualARTransformer(nn.Module):
         input_pos: Tensor,
         kv_len: int | None,
         return_all: bool = False,
-        rows: CacheRows | None = None,
+        rows: CacheRows = 0,
     ) -> tuple[Tensor, Tensor]:
         """Run the slow transformer over ``tokens`` (B, C+1, S) at absolute ``input_pos``
-        ((S,) shared, or (B, 1) per row with S = 1) in cache slots ``rows`` (0..B-1 if None).
+        ((S,) shared, or (B, 1) per row with S = 1) in cache slots ``rows`` (see the module
+        docstring; slots 0..B-1 by default).
 
         Returns ``(logits, hidden)`` for the last position (every position with
         ``return_all``): logits over the vocabulary and the un-normalized final residual
         stream projected into the fast width.
         """
         assert self.rope is not None, "call setup_caches() before running the model"
-        rows = slice(0, tokens.shape[0]) if rows is None else rows
         x = self.embed(tokens)
         if kv_len is None or input_pos.ndim == 2:
             mask = _causal_mask(input_pos, self.cache_len if kv_len is None else kv_len)
@@ -356,9 +366,8 @@ class DualARTransformer(nn.Module):
         assert self.fast_rope is not None, "call setup_caches() before running the model"
         input_pos = torch.tensor([position], device=x.device)
         rope = self.fast_rope[position : position + 1]
-        rows = slice(0, x.shape[0])
         for layer in self.fast_layers:
-            x = layer(x, rope, input_pos, position + 1, None, rows)
+            x = layer(x, rope, input_pos, position + 1, None, 0)
         return x
 
     def forward_fast(self, x: Tensor, position: int, width: int | None = None) -> Tensor:
