@@ -3,6 +3,7 @@ serving every request through one continuously batched engine loop."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from fish_speech.text.normalize import normalize_text
 from fish_speech.text.split import split_text
 
 DEFAULT_MAX_QUEUE = 32
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,13 @@ class FishEngine(BatchingEngine):
         slots = max_batch_size or default_slots(self.slot_bytes, model.device)
         if slots != model.model.cache_slots:
             model.model.setup_caches(slots, model.max_seq_len)
+        log.info(
+            "Fish engine: %d KV slot(s) of %d positions (%.2f GB each), up to %d waiting",
+            slots,
+            model.max_seq_len,
+            self.slot_bytes / 1e9,
+            max_queue,
+        )
         self.scheduler = Scheduler(SlotPool(model.model, slots), max_queue)
         self.runner = ModelRunner(model, compile=compile)
         self.output = output or AudioOutput(codec)
