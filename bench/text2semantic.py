@@ -22,64 +22,12 @@ import os
 import time
 
 import torch
+from s1_mini import TEXT_VOCAB, build_model
 
-from fish_speech.models.text2semantic.config import DualARConfig
 from fish_speech.models.text2semantic.generation import SamplingParams, decode_step
 from fish_speech.models.text2semantic.model import RESIDUAL_CODEBOOK_SIZE, DualARTransformer
 
-# The published openaudio-s1-mini config.json (spec §1.2) and its special-token layout.
-S1_MINI = {
-    "model_type": "dual_ar",
-    "vocab_size": 155776,
-    "n_layer": 28,
-    "n_head": 16,
-    "dim": 1024,
-    "intermediate_size": 3072,
-    "n_local_heads": 8,
-    "head_dim": 128,
-    "rope_base": 1000000,
-    "norm_eps": 1e-06,
-    "max_seq_len": 8192,
-    "dropout": 0.0,
-    "tie_word_embeddings": False,
-    "attention_qkv_bias": False,
-    "attention_o_bias": False,
-    "attention_qk_norm": True,
-    "codebook_size": 4096,
-    "num_codebooks": 10,
-    "use_gradient_checkpointing": True,
-    "initializer_range": 0.03125,
-    "scale_codebook_embeddings": True,
-    "n_fast_layer": 4,
-    "fast_dim": 1024,
-    "fast_n_head": 16,
-    "fast_n_local_heads": 8,
-    "fast_head_dim": 64,
-    "fast_intermediate_size": 3072,
-    "fast_attention_qkv_bias": False,
-    "fast_attention_qk_norm": False,
-    "fast_attention_o_bias": False,
-}
-SEMANTIC_BEGIN, SEMANTIC_END = 151658, 155753
-TEXT_VOCAB = 151643
-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def build_model(device: str, dtype: torch.dtype) -> DualARTransformer:
-    config = DualARConfig.from_dict(S1_MINI)
-    with torch.device("meta"):
-        model = DualARTransformer(config, SEMANTIC_BEGIN, SEMANTIC_END)
-    model = model.to_empty(device=device).to(dtype).eval().requires_grad_(False)
-    gen = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, config.initializer_range, generator=gen)
-    model.setup_caches()
-    return model
 
 
 def step_weight_bytes(model: DualARTransformer) -> int:

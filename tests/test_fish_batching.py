@@ -38,10 +38,12 @@ def alone():
 
 
 class CodesOutput:
-    """Output stage that sends each chunk's codes instead of decoding them to audio."""
+    """Output stage that sends each chunk's codes instead of decoding them to audio (and,
+    like the audio stage, nothing for a chunk without frames)."""
 
     def chunk_done(self, seq: Sequence, codes: torch.Tensor) -> None:
-        seq.sink.put(codes.numpy().astype(np.int32))
+        if codes.shape[1]:
+            seq.sink.put(codes.numpy().astype(np.int32))
 
     def flush(self) -> None:
         pass
@@ -159,6 +161,24 @@ def test_joining_and_leaving_mid_decode_does_not_change_anyone(t2s, alone):
     )
     np.testing.assert_array_equal(
         next(iter(c)), alone.generate("A third, later one.", max_new_tokens=40, seed=11)
+    )
+
+
+def test_a_gap_in_the_batch_reads_the_caches_by_gather(t2s, alone):
+    """The middle request stops at its prefill (max_new_tokens=1), so the first decode step
+    runs slots 0 and 2: the index-tensor path. Its neighbours are unaffected."""
+    harness = Harness(t2s, slots=3)
+    a = harness.add(t2s.build_prompt("Left side."), 20, top_p=GREEDY)
+    gap = harness.add(t2s.build_prompt("Gap."), 1, top_p=GREEDY)
+    c = harness.add(t2s.build_prompt("Right side here."), 20, seed=8)
+    harness.step()
+    assert harness.loop.runner.last_batch == 2 and list(gap) == []
+    harness.run()
+    np.testing.assert_array_equal(
+        next(iter(a)), alone.generate("Left side.", max_new_tokens=20, top_p=GREEDY)
+    )
+    np.testing.assert_array_equal(
+        next(iter(c)), alone.generate("Right side here.", max_new_tokens=20, seed=8)
     )
 
 
