@@ -117,6 +117,7 @@ class FishEngine(BatchingEngine):
             "num_codebooks": self.model.num_codebooks,
             "context_length": self.model.max_seq_len,
             "device": str(self.model.device),
+            "threads": torch.get_num_threads(),
             "dtype": str(self.model.model.embeddings.weight.dtype).removeprefix("torch."),
             "voice_match": self.voice_match,
             "streaming": True,
@@ -193,15 +194,22 @@ class FishEngine(BatchingEngine):
             cancel.cancel()
 
     def stats(self) -> dict[str, Any]:
-        step_s = self.runner.step_s
+        runner = self.runner
         stats = {
             **self.scheduler.counts(),
-            "decode_batch": self.runner.last_batch,
-            "decode_step_s": None if step_s is None else round(step_s, 4),
+            "decode_batch": runner.last_batch,
+            "decode_step_s": None if runner.step_s is None else round(runner.step_s, 4),
+            # Totals since start: differences over an interval give throughput and how the
+            # engine thread's time splits between decode steps, prefills and the codec.
+            "decode_steps_total": runner.decode_steps,
+            "decode_frames_total": runner.decode_frames,
+            "decode_seconds_total": round(runner.decode_seconds, 3),
+            "prefills_total": runner.prefills,
+            "prefill_seconds_total": round(runner.prefill_seconds, 3),
         }
-        if isinstance(self.output, AudioOutput) and self.output.decoded_audio_s:
-            # Codec time per second of audio, spent on the engine thread between steps.
-            stats["codec_rtf"] = round(self.output.decode_s / self.output.decoded_audio_s, 4)
+        if isinstance(self.output, AudioOutput):
+            stats["codec_seconds_total"] = round(self.output.decode_s, 3)
+            stats["codec_audio_seconds_total"] = round(self.output.decoded_audio_s, 3)
         return stats
 
     def room(self) -> int:

@@ -40,12 +40,19 @@ class ModelRunner:
             )
         self.step_s: float | None = None  # smoothed wall time of one batched decode step
         self.last_batch = 0
+        # Running totals, for metrics and benchmarks (differences over an interval).
+        self.decode_steps = 0
+        self.decode_frames = 0
+        self.decode_seconds = 0.0
+        self.prefills = 0
+        self.prefill_seconds = 0.0
 
     @torch.inference_mode()
     def prefill(self, seq: Sequence) -> None:
         """Start the sequence's next chunk: its prompt through the slow model into its slot,
         and the first frame."""
         assert seq.slot is not None
+        started = time.perf_counter()
         prompt_len = seq.prompts[seq.chunk + 1].shape[1]
         state = DecodeState(
             prompt_len,
@@ -69,6 +76,8 @@ class ModelRunner:
             rows=seq.slot,
         )
         state.start(frame[0])
+        self.prefills += 1
+        self.prefill_seconds += time.perf_counter() - started
 
     @torch.inference_mode()
     def decode(self, seqs: list[Sequence]) -> None:
@@ -114,3 +123,6 @@ class ModelRunner:
             else STEP_TIME_SMOOTHING * elapsed + (1 - STEP_TIME_SMOOTHING) * self.step_s
         )
         self.last_batch = batch
+        self.decode_steps += 1
+        self.decode_frames += batch
+        self.decode_seconds += elapsed
