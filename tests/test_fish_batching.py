@@ -250,10 +250,10 @@ def test_compiled_batched_step_is_one_graph_for_every_batch_and_length(t2s, alon
     harness.loop.runner = runner
     a = harness.add(t2s.build_prompt("Compiled."), 12, top_p=GREEDY)
     harness.step(3)
+    # Two joiners with one prompt: once the first request ends they sit at equal positions.
     harness.add(t2s.build_prompt("Joins later on."), 20, seed=5)
+    harness.add(t2s.build_prompt("Joins later on."), 16, seed=6)
     harness.step(2)
-    harness.add(t2s.build_prompt("And a third."), 20, seed=6)
-    harness.step()
     assert harness.loop.runner.last_batch == 3
     harness.run()
     # One graph for a single row (PyTorch specialises size 1), one for every larger batch.

@@ -105,10 +105,20 @@ class FishEngine(BatchingEngine):
         )
         engine = cls(model, codec, str(checkpoint_dir), max_batch_size, max_queue, compile)
         if compile:
-            # Compile now, before the server accepts requests, not during the first one.
-            for _ in engine.synthesize(SynthesisRequest("Hello world.", max_new_tokens=4, seed=0)):
-                pass
+            engine.warm_up()
         return engine
+
+    def warm_up(self) -> None:
+        """Compile now, before the server accepts requests, not during the first ones: two
+        requests decode side by side, then one alone (one graph each)."""
+        sinks = []
+        for frames in (4, 8):
+            sink: BlockingSink[AudioSegment] = BlockingSink()
+            request = SynthesisRequest("Hello world.", max_new_tokens=frames, seed=0)
+            self.submit(request, CancelToken(), sink, self.reserve(bounded=False))
+            sinks.append(sink)
+        for sink in sinks:
+            list(sink)
 
     def capabilities(self) -> dict[str, Any]:
         return {

@@ -88,19 +88,19 @@ class ModelRunner:
         dense = slots == list(range(slots[0], slots[0] + batch))
         rows = slots[0] if dense else torch.tensor(slots, device=self.device)
         positions = [state.position for state in states]
-        if len(set(positions)) == 1:
+        kv_len = max(positions) + 1
+        if self.compiled:
+            # Always the per-row (masked) form: it serves the rounded-up length, and one
+            # input layout keeps the compiled graph from recompiling.
+            input_pos = torch.tensor(positions, device=self.device)[:, None]
+            bucketed = math.ceil(kv_len / COMPILED_KV_BUCKET) * COMPILED_KV_BUCKET
+            kv_len = min(self.model.cache_len, bucketed)
+        elif len(set(positions)) == 1:
             # Every row at the same position: the shared-position form, no mask (for one
             # row this is exactly the batch-1 computation).
             input_pos = torch.tensor(positions[:1], device=self.device)
         else:
             input_pos = torch.tensor(positions, device=self.device)[:, None]
-        kv_len = max(positions) + 1
-        if self.compiled:
-            kv_len = min(
-                self.model.cache_len, math.ceil(kv_len / COMPILED_KV_BUCKET) * COMPILED_KV_BUCKET
-            )
-            if input_pos.ndim == 1:
-                input_pos = input_pos.expand(batch)[:, None]  # the mask form, for the bucket
         started = time.perf_counter()
         noise = [seq.draw_noise(self.model.config.vocab_size, self.fast_shape) for seq in seqs]
         frames = self._decode(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import os
-import time
 
 import torch
 from torch import Tensor
@@ -52,8 +51,7 @@ class Sequence:
         self.slot: int | None = None
         self.chunk = -1  # index of the chunk being generated; -1 before the first
         self.state: DecodeState | None = None
-        self.submitted_at = time.monotonic()
-        self.admitted_at: float | None = None
+        self.admitted_at = 0.0  # when it got its slot (time.monotonic)
 
     @property
     def needs_prefill(self) -> bool:

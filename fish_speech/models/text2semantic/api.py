@@ -25,8 +25,9 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
 
 
 class Text2Semantic:
-    """A loaded model with its tokenizer. One generation runs at a time (the KV cache is
-    shared), so concurrent calls are serialised.
+    """A loaded model with its tokenizer. ``generate`` runs one generation at a time in KV
+    cache slot 0, so concurrent calls are serialised; the batching engine
+    (``fish_speech.engine.fish``) runs many at once on the same model instead.
 
     With ``compile`` the per-frame decode step is compiled (Inductor; CUDA graphs on CUDA)
     on the first generation, which takes minutes for S1-mini. The compiled step attends to
