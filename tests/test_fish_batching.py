@@ -41,9 +41,9 @@ class CodesOutput:
     """Output stage that sends each chunk's codes instead of decoding them to audio (and,
     like the audio stage, nothing for a chunk without frames)."""
 
-    def chunk_done(self, seq: Sequence, codes: torch.Tensor) -> None:
-        if codes.shape[1]:
-            seq.sink.put(codes.numpy().astype(np.int32))
+    def frames_added(self, seq: Sequence) -> None:
+        if seq.state.finished and seq.state.frames().shape[1] > 1:
+            seq.sink.put(seq.state.frames()[1:, :-1].numpy().astype(np.int32))
 
     def flush(self) -> None:
         pass

@@ -2,8 +2,9 @@
 
 Each iteration, between decode steps: retire cancelled sequences and admit waiting ones
 into the freed slots; prefill the sequences that start a chunk; run one batched decode step
-for all the others; hand chunks that ended to the output stage; retire sequences that have
-nothing left. A sequence therefore joins or leaves the batch within one decode step.
+for all the others; tell the output stage who has new frames and let it deliver; retire
+sequences that have nothing left. A sequence therefore joins or leaves the batch within one
+decode step.
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ class EngineLoop:
         for seq in list(scheduler.running):
             if seq.needs_prefill:
                 self.runner.prefill(seq)
+                self.output.frames_added(seq)
         decoding = [seq for seq in scheduler.running if seq.decoding]
         if decoding:
             self.runner.decode(decoding)
-        for seq in list(scheduler.running):
-            if seq.state is not None and seq.state.finished:
-                self.output.chunk_done(seq, seq.end_chunk())
+            for seq in decoding:
+                self.output.frames_added(seq)
         self.output.flush()
         for seq in list(scheduler.running):
-            if seq.needs_prefill and not seq.has_more_chunks:
-                scheduler.retire(seq)
+            if seq.state is not None and seq.state.finished:
+                seq.end_chunk()
+                if not seq.has_more_chunks:
+                    scheduler.retire(seq)

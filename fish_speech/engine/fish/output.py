@@ -1,10 +1,12 @@
-"""The output stage: codes the sequences generate become audio for their sinks.
+"""The output stage: the frames sequences generate become audio for their sinks.
 
-Today a sequence hands over a whole chunk's codes when the chunk ends, and the codec
-decodes every chunk that ended in the same engine step in one batch, on the engine thread
-between decode steps (the batch waits meanwhile; ``decode_s`` reports what it costs). The
-stage is the seam for decoding while generating: it may be handed frames as they come and
-decide itself when to decode.
+The engine loop tells the stage after every step which sequences have a new frame (each
+sequence's ``state`` holds every frame of its current chunk so far); the stage decides when
+to decode. Today's policy: a whole chunk once it has ended, the last generated frame
+dropped as the original does, and every chunk that ended in the same step in one codec
+batch, on the engine thread between decode steps (the batch waits meanwhile; ``decode_s``
+reports what it costs). Decoding every N frames while generating is a change of policy
+here, not of the loop.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ import time
 from typing import Any, Protocol
 
 import numpy as np
-from torch import Tensor
 
 from fish_speech.engine.base import AudioSegment
 from fish_speech.engine.fish.sequence import Sequence
 
 
 class OutputStage(Protocol):
-    def chunk_done(self, seq: Sequence, codes: Tensor) -> None:
-        """A sequence finished a chunk with these codes (C, frames)."""
+    def frames_added(self, seq: Sequence) -> None:
+        """``seq``'s current chunk has a new frame (``seq.state`` holds them all)."""
 
     def flush(self) -> None:
         """End of an engine step: deliver what is ready."""
@@ -34,8 +35,12 @@ class AudioOutput:
         self.decode_s = 0.0  # total codec time so far
         self.decoded_audio_s = 0.0  # total audio it produced
 
-    def chunk_done(self, seq: Sequence, codes: Tensor) -> None:
-        """Queue a finished chunk's codes (C, frames) for decoding at the next flush."""
+    def frames_added(self, seq: Sequence) -> None:
+        """Queue the chunk's codes for the next flush once the chunk has ended."""
+        assert seq.state is not None
+        if not seq.state.finished:
+            return
+        codes = seq.state.frames()[1:, :-1]
         if codes.shape[1] > 0:  # a chunk that stopped at once has nothing to say
             self._pending.append((seq, codes.cpu().numpy().astype(np.int32)))
 

@@ -75,12 +75,10 @@ class Sequence:
         self.generator.manual_seed(seed)
         return self.prompts[self.chunk]
 
-    def end_chunk(self) -> Tensor:
-        """The finished chunk's codes (C, frames), the last generated frame dropped."""
+    def end_chunk(self) -> None:
+        """The chunk has ended and its output was taken: the next one needs a prefill."""
         assert self.state is not None and self.state.finished
-        codes = self.state.frames()[1:, :-1]
         self.state = None
-        return codes
 
     @property
     def has_more_chunks(self) -> bool:
