@@ -67,7 +67,8 @@ class AudioSegment:
 
 
 class Engine(ABC):
-    """A speech engine. Methods are called from one inference thread only."""
+    """A speech engine. Methods are called from one inference thread only (a
+    :class:`BatchingEngine` instead takes requests from any thread into its own)."""
 
     name: str = "engine"
     # "in-context": references steer the model itself; "approximate": post-hoc pitch/timbre match.
@@ -110,8 +111,9 @@ class BatchingEngine(Engine):
 
     The service hands requests to it instead of queueing them on the serial inference
     thread: ``reserve`` first (admission control, raising :class:`EngineBusy`), then
-    ``submit`` once the voice prompts are prepared. ``synthesize`` stays usable as a
-    blocking form for callers on any thread.
+    ``submit`` once the voice prompts are prepared (``prepare_reference`` still runs on the
+    inference thread). ``synthesize`` stays usable as a blocking form for callers on any
+    thread.
     """
 
     @abstractmethod
