@@ -271,14 +271,16 @@ class DualARTransformer(nn.Module):
 
     def setup_caches(self, slots: int = 1, max_seq_len: int | None = None) -> None:
         """Allocate KV caches for ``slots`` sequences of up to ``max_seq_len`` positions (the
-        checkpoint's context by default) and the RoPE tables, on the parameters' device and
-        dtype. Call after the weights are loaded and the model is moved/cast.
+        checkpoint's context by default, and at most that) and the RoPE tables, on the
+        parameters' device and dtype. Call after the weights are loaded and the model is
+        moved/cast.
         """
         c = self.config
         weight = self.embeddings.weight
         device, dtype = weight.device, weight.dtype
+        context = min(max_seq_len or c.max_seq_len, c.max_seq_len)
         # Rounded up to a multiple of 8, as the original sizes its cache.
-        self.cache_len = math.ceil((max_seq_len or c.max_seq_len) / 8) * 8
+        self.cache_len = math.ceil(context / 8) * 8
         with torch.device(device):
             for layer in self.layers:
                 layer.attention.kv_cache = KVCache(
