@@ -52,9 +52,10 @@ class EngineLoop:
         scheduler = self.scheduler
         scheduler.retire_cancelled()
         scheduler.admit()
-        for seq in list(scheduler.running):
-            if seq.needs_prefill:
-                self.runner.prefill(seq)
+        starting = [seq for seq in scheduler.running if seq.needs_prefill]
+        if starting:
+            self.runner.prefill(starting)
+            for seq in starting:
                 self.output.frames_added(seq)
         decoding = [seq for seq in scheduler.running if seq.decoding]
         if decoding:

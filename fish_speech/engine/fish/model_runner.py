@@ -17,6 +17,8 @@ from fish_speech.models.text2semantic.model import RESIDUAL_CODEBOOK_SIZE
 # of shapes (CUDA graphs) serve every length; the mask hides the extra positions.
 COMPILED_KV_BUCKET = 256
 STEP_TIME_SMOOTHING = 0.2  # weight of the newest step in the reported step time
+# Padded prompt positions one batched prefill may hold (rows x longest prompt).
+PREFILL_TOKENS = 4096
 
 
 class ModelRunner:
@@ -48,45 +50,74 @@ class ModelRunner:
         self.prefill_seconds = 0.0
 
     @torch.inference_mode()
-    def prefill(self, seq: Sequence) -> None:
-        """Start the sequence's next chunk: its prompt through the slow model into its slot,
-        and the first frame."""
-        assert seq.slot is not None
+    def prefill(self, seqs: list[Sequence]) -> None:
+        """Start the next chunk of every sequence in ``seqs``: their prompts through the slow
+        model into their slots, and each one's first frame. Prompts are right-padded and run
+        together in groups of at most PREFILL_TOKENS padded positions: many rows make the
+        matrix products several times more efficient than one prompt at a time."""
+        group: list[Sequence] = []
+        longest = 0
+        for seq in seqs:
+            length = seq.prompts[seq.chunk + 1].shape[1]
+            if group and max(longest, length) * (len(group) + 1) > PREFILL_TOKENS:
+                self._prefill_group(group)
+                group, longest = [], 0
+            group.append(seq)
+            longest = max(longest, length)
+        if group:
+            self._prefill_group(group)
+
+    def _prefill_group(self, seqs: list[Sequence]) -> None:
         started = time.perf_counter()
-        prompt_len = seq.prompts[seq.chunk + 1].shape[1]
-        state = DecodeState(
-            prompt_len,
-            seq.max_new_tokens,
-            self.model.max_seq_len,
-            self.num_rows,
-            self.t2s.tokenizer.im_end_id,
-            self.device,
-        )
-        tokens = seq.begin_chunk(state).to(device=self.device, dtype=torch.long)[None]
-        slow, fast = seq.draw_noise(self.model.config.vocab_size, self.fast_shape)
-        frame = decode_rows(
+        prompts = []
+        for seq in seqs:
+            state = DecodeState(
+                seq.prompts[seq.chunk + 1].shape[1],
+                seq.max_new_tokens,
+                self.model.max_seq_len,
+                self.num_rows,
+                self.t2s.tokenizer.im_end_id,
+                self.device,
+            )
+            prompts.append(seq.begin_chunk(state))
+        lengths = [prompt.shape[1] for prompt in prompts]
+        longest = max(lengths)
+        # Padding sits after each prompt, so causal attention keeps it out of the real
+        # positions; the cache rows it fills are overwritten before any step reads them.
+        tokens = torch.zeros((len(seqs), self.num_rows, longest), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            tokens[row, :, : prompt.shape[1]] = prompt
+        noise = [seq.draw_noise(self.model.config.vocab_size, self.fast_shape) for seq in seqs]
+        frames = decode_rows(
             self.model,
-            tokens,
-            torch.arange(prompt_len, device=self.device),
-            prompt_len,
+            tokens.to(self.device),
+            torch.arange(longest, device=self.device),
+            longest,
             None,
-            stack_params([seq.params], self.device),
-            slow[None],
-            fast[None],
-            rows=seq.slot,
+            stack_params([seq.params for seq in seqs], self.device),
+            torch.stack([slow for slow, _ in noise]),
+            torch.stack([fast for _, fast in noise]),
+            rows=self._rows([seq.slot for seq in seqs]),
+            # One prompt alone needs no padding: exactly the batch-1 prefill.
+            last=None if len(seqs) == 1 else torch.tensor(lengths, device=self.device) - 1,
         )
-        state.start(frame[0])
-        self.prefills += 1
+        for seq, frame in zip(seqs, frames, strict=True):
+            seq.state.start(frame)
+        self.prefills += len(seqs)
         self.prefill_seconds += time.perf_counter() - started
+
+    def _rows(self, slots: list[int]) -> int | torch.Tensor:
+        """A dense range of slots as its first slot (a view), else an index tensor."""
+        if slots == list(range(slots[0], slots[0] + len(slots))):
+            return slots[0]
+        return torch.tensor(slots, device=self.device)
 
     @torch.inference_mode()
     def decode(self, seqs: list[Sequence]) -> None:
         """One decode step for every sequence in ``seqs`` (ordered by slot), as one batch."""
         states = [seq.state for seq in seqs]
-        slots = [seq.slot for seq in seqs]
         batch = len(seqs)
-        dense = slots == list(range(slots[0], slots[0] + batch))
-        rows = slots[0] if dense else torch.tensor(slots, device=self.device)
+        rows = self._rows([seq.slot for seq in seqs])
         positions = [state.position for state in states]
         kv_len = max(positions) + 1
         if self.compiled:

@@ -130,10 +130,12 @@ def decode_rows(
     noise_slow: Tensor,
     noise_fast: Tensor,
     rows: CacheRows = 0,
+    last: Tensor | None = None,
 ) -> Tensor:
     """One frame for each of B rows: the slow token from ``tokens`` (B, C+1, S) at
-    ``input_pos`` (see :meth:`DualARTransformer.forward_slow`) in cache slots ``rows``, then
-    the residual codes from the fast transformer, all rows at once per codebook.
+    ``input_pos`` in cache slots ``rows`` (read at position ``last[b]`` of row b for a
+    prefill of right-padded prompts; see :meth:`DualARTransformer.forward_slow`), then the
+    residual codes from the fast transformer, all rows at once per codebook.
     Returns (B, C+1) int64 ``[token, code_0, ..., code_{C-1}]`` rows.
 
     ``params`` are (B,) tensors, ``noise_slow`` (B, V), ``noise_fast`` (B, C-1, width).
@@ -143,7 +145,7 @@ def decode_rows(
     """
     num_codebooks = model.config.num_codebooks
     width = min(RESIDUAL_CODEBOOK_SIZE, model.config.codebook_size)
-    logits, hidden = model.forward_slow(tokens, input_pos, kv_len, rows=rows)
+    logits, hidden = model.forward_slow(tokens, input_pos, kv_len, rows=rows, last=last)
     token = sample(logits[:, -1], noise_slow, *params, None if windows is None else windows[..., 0])
     # Code 0 is not predicted by the fast model: it is the slow token's semantic index. Any
     # other token (text, special, or vocab padding above the semantic range) maps to 0; the

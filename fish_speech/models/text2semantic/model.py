@@ -332,14 +332,15 @@ class DualARTransformer(nn.Module):
         kv_len: int | None,
         return_all: bool = False,
         rows: CacheRows = 0,
+        last: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Run the slow transformer over ``tokens`` (B, C+1, S) at absolute ``input_pos``
         ((S,) shared, or (B, 1) per row with S = 1) in cache slots ``rows`` (see the module
         docstring; slots 0..B-1 by default).
 
         Returns ``(logits, hidden)`` for the last position (every position with
-        ``return_all``): logits over the vocabulary and the un-normalized final residual
-        stream projected into the fast width.
+        ``return_all``; position ``last[b]`` of row b when given): logits over the vocabulary
+        and the un-normalized final residual stream projected into the fast width.
         """
         assert self.rope is not None, "call setup_caches() before running the model"
         x = self.embed(tokens)
@@ -351,7 +352,10 @@ class DualARTransformer(nn.Module):
         rope = self.rope[input_pos]
         for layer in self.layers:
             x = layer(x, rope, input_pos, kv_len, mask, rows)
-        if not return_all:
+        if last is not None:
+            # Right-padded prompts of several lengths: row b's last real position.
+            x = x[torch.arange(x.shape[0], device=x.device), last][:, None]
+        elif not return_all:
             x = x[:, -1:]
         normed = self.norm(x)
         head = self.embeddings.weight if self.config.tie_word_embeddings else self.output.weight
