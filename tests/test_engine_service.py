@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -48,6 +49,13 @@ class CountingEngine(Engine):
             yield AudioSegment(np.zeros(10, np.float32))
 
 
+def run(coroutine):
+    """asyncio.run on a thread of its own: the session's sync Playwright (browser tests)
+    leaves an event loop running on the main thread, where asyncio.run refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def reference(text: str, value: float = 0.5) -> ReferenceAudio:
     return ReferenceAudio(np.full(100, value, np.float32), 16000, text)
 
@@ -61,13 +69,13 @@ def test_cache_is_keyed_by_audio_and_text():
     engine = CountingEngine()
     service = TTSService(engine)
     try:
-        asyncio.run(collect(service, "a b", [reference("one")], use_cache=True))
-        asyncio.run(collect(service, "a b", [reference("one")], use_cache=True))
+        run(collect(service, "a b", [reference("one")], use_cache=True))
+        run(collect(service, "a b", [reference("one")], use_cache=True))
         assert engine.prepared == ["one"]  # second request served from the cache
-        asyncio.run(collect(service, "a b", [reference("two")], use_cache=True))
-        asyncio.run(collect(service, "a b", [reference("one", 0.1)], use_cache=True))
+        run(collect(service, "a b", [reference("two")], use_cache=True))
+        run(collect(service, "a b", [reference("one", 0.1)], use_cache=True))
         assert engine.prepared == ["one", "two", "one"]  # new text, new audio: re-prepared
-        asyncio.run(collect(service, "a b", [reference("two")], use_cache=False))
+        run(collect(service, "a b", [reference("two")], use_cache=False))
         assert engine.prepared[-1] == "two" and len(engine.prepared) == 4
     finally:
         service.close()
@@ -77,10 +85,10 @@ def test_work_runs_on_the_inference_thread_and_errors_propagate():
     engine = CountingEngine()
     service = TTSService(engine)
     try:
-        assert asyncio.run(collect(service, "one two three", [], False)) == 3
+        assert run(collect(service, "one two three", [], False)) == 3
         assert engine.threads == {"inference"}
         with pytest.raises(ValueError, match="refused"):
-            asyncio.run(collect(service, "fail", [], False))
+            run(collect(service, "fail", [], False))
     finally:
         service.close()
 
@@ -98,7 +106,7 @@ def test_leaving_the_stream_cancels_the_engine():
         await service.run(lambda: None)  # wait until the inference thread is free again
 
     try:
-        asyncio.run(take_one())
+        run(take_one())
         assert cancel.cancelled
         assert engine.segments_made < 10_000
     finally:
@@ -131,7 +139,7 @@ def test_serial_engine_queue_is_bounded():
         await task.aclose()
 
     try:
-        asyncio.run(scenario())
+        run(scenario())
         assert service.stats()["running"] == 0
     finally:
         service.close()
