@@ -190,6 +190,12 @@ def run_level(url: str, streams: int, per_stream: int, frames: int) -> dict:
     }
 
 
+def codec_label(args: argparse.Namespace) -> str | None:
+    if args.random_s1_mini:
+        return f"random {args.codec}"
+    return None if args.url else str(args.codec_config)  # a running server's is unknown
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -232,7 +238,7 @@ def main() -> None:
                 "dtype": caps.get("dtype"),
                 "threads": caps.get("threads"),
                 "torch": torch.__version__,
-                "codec": args.codec if args.random_s1_mini else str(args.codec_config),
+                "codec": codec_label(args),
                 "compile": args.compile,
                 "max_batch_size": caps.get("max_batch_size"),
                 "context_length": caps.get("context_length"),
