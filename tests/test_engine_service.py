@@ -15,6 +15,7 @@ from fish_speech.engine.base import (
     Cancelled,
     CancelToken,
     Engine,
+    EngineBusy,
     EngineFailure,
     ReferenceAudio,
     SynthesisRequest,
@@ -191,3 +192,35 @@ def test_work_sent_after_close_is_cancelled_not_left_waiting():
         run(service.run(lambda: 1))
     with pytest.raises(Cancelled):
         run(collect(service, "a b", [], False))
+
+
+def test_serial_engine_queue_is_bounded():
+    """One request runs and max_queue wait; the next is refused before any work is done."""
+    engine = CountingEngine()
+    service = TTSService(engine, max_queue=1)
+
+    async def scenario() -> None:
+        running = service.synthesize(SynthesisRequest("w " * 10_000), [], False, CancelToken())
+        waiting = service.synthesize(SynthesisRequest("w " * 10_000), [], False, CancelToken())
+        assert (await anext(running)).samples.size and service.room() == 0
+        waiting_first = asyncio.ensure_future(anext(waiting))
+        await asyncio.sleep(0.05)
+        assert service.stats() == {"running": 1, "waiting": 1, "slots_total": 1, "slots_free": 0}
+        refused = service.synthesize(SynthesisRequest("w"), [], False, CancelToken())
+        with pytest.raises(EngineBusy):
+            await anext(refused)
+        task = service.synthesize(SynthesisRequest("w"), [], False, CancelToken(), bounded=False)
+        task_first = asyncio.ensure_future(anext(task))  # an async task is never refused
+        await asyncio.sleep(0.05)
+        assert not task_first.done() and service.stats()["waiting"] == 2
+        await running.aclose()
+        await waiting_first
+        await waiting.aclose()
+        await task_first
+        await task.aclose()
+
+    try:
+        run(scenario())
+        assert service.stats()["running"] == 0
+    finally:
+        service.close()

@@ -185,3 +185,20 @@ def test_client_reports_errors(server, tmp_path):
     remote = run_client(server, tmp_path, "--text", "hi", "--reference_id", "nobody")
     assert remote.returncode == 1
     assert "404" in remote.stderr and "nobody" in remote.stderr
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--max-batch-size", "0"], "--max-batch-size"),
+        (["--max-seq-len", "8"], "--max-seq-len"),
+        (["--max-queue", "-1"], "--max-queue"),
+    ],
+)
+def test_batching_flags_are_checked(args, fragment):
+    from fish_speech.server.config import ConfigError, config_from_args
+
+    with pytest.raises(ConfigError, match=fragment):
+        config_from_args(args)
+    config = config_from_args(["--max-batch-size", "4", "--max-seq-len", "1024"])
+    assert (config.max_batch_size, config.max_seq_len, config.max_queue) == (4, 1024, 32)

@@ -8,13 +8,16 @@ server never touches a model directly.
 from __future__ import annotations
 
 import sys
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+
+# Re-exported (they used to live here; engines and the server import them from this module).
+from fish_speech.utils.cancel import Cancelled as Cancelled
+from fish_speech.utils.cancel import CancelToken as CancelToken
 
 OUTPUT_SAMPLE_RATE = 44100
 """Every engine answers at this rate, so clients can assume it (the seed plays at 44.1 kHz)."""
@@ -22,10 +25,6 @@ OUTPUT_SAMPLE_RATE = 44100
 
 class UnsupportedRequest(ValueError):
     """The engine cannot do what the request asks; the message says why."""
-
-
-class Cancelled(Exception):
-    """Raised inside an engine when the caller cancelled the request."""
 
 
 class EngineFailure(Exception):
@@ -50,22 +49,13 @@ def is_fatal(exc: BaseException) -> bool:
     return accelerator_error is not None and isinstance(exc, accelerator_error)
 
 
-class CancelToken:
-    """A flag the caller sets and the engine polls between steps."""
+class EngineBusy(Exception):
+    """The engine cannot take another request now: every slot is busy and the waiting queue is
+    full. ``retry_after_s`` is a hint of when a place may be free."""
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
-            raise Cancelled()
+    def __init__(self, retry_after_s: float, detail: str) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -115,7 +105,8 @@ def with_progress(pieces: list[str]) -> Iterator[tuple[str, float]]:
 
 
 class Engine(ABC):
-    """A speech engine. Methods are called from one inference thread only."""
+    """A speech engine. Methods are called from one inference thread only (a
+    :class:`BatchingEngine` instead takes requests from any thread into its own)."""
 
     name: str = "engine"
     # "in-context": references steer the model itself; "approximate": post-hoc pitch/timbre match.
@@ -152,3 +143,64 @@ class Engine(ABC):
 
         Must call ``cancel.raise_if_cancelled()`` often enough to stop within one step.
         """
+
+
+class SegmentSink(Protocol):
+    """Where an engine thread sends one request's audio, in order."""
+
+    def put(self, segment: AudioSegment) -> None: ...
+
+    def close(self, error: BaseException | None = None) -> None:
+        """No more segments: the request is done, or failed with ``error``."""
+
+
+class Reservation(Protocol):
+    """A place in an engine's queue, held while a request's voice is being prepared."""
+
+    def release(self) -> None:
+        """Give the place back unused (submitting the request consumes it instead)."""
+
+
+class BatchingEngine(Engine):
+    """An engine that runs many requests at once on its own thread (continuous batching).
+
+    The service hands requests to it instead of queueing them on the serial inference
+    thread: ``reserve`` first (admission control, raising :class:`EngineBusy`), then
+    ``submit`` once the voice prompts are prepared (``prepare_reference`` still runs on the
+    inference thread). ``synthesize`` stays usable as a blocking form for callers on any
+    thread.
+    """
+
+    @abstractmethod
+    def reserve(self, bounded: bool) -> Reservation:
+        """Hold a place for one request. ``bounded`` requests get :class:`EngineBusy` when the
+        waiting queue is full; unbounded ones (durable async tasks, which limit themselves)
+        always get one."""
+
+    @abstractmethod
+    def submit(
+        self,
+        request: SynthesisRequest,
+        cancel: CancelToken,
+        sink: SegmentSink,
+        reservation: Reservation,
+    ) -> None:
+        """Queue a request; its segments go to ``sink``. Raises ValueError for input the
+        engine refuses (then the reservation is released)."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """Plain numbers for health and metrics: running, waiting, slots, step time."""
+
+    @abstractmethod
+    def room(self) -> int:
+        """Requests that could start now without waiting (free slots not promised)."""
+
+    @property
+    @abstractmethod
+    def failure(self) -> str | None:
+        """Why the engine's thread died, or None while it is healthy."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the engine thread; requests still in it end with ``Cancelled``."""

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fish_speech.engine.base import Cancelled, CancelToken, EngineFailure, is_fatal
+from fish_speech.engine.sinks import Outbox
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-_DONE = object()
 
 
 @dataclass(frozen=True)
@@ -133,31 +132,22 @@ class InferenceWorker:
         producer stops at its next check instead of finishing unwanted work. A request
         cancelled before its turn raises :class:`Cancelled` like one cancelled mid-way.
         """
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue[object] = asyncio.Queue()
-
-        def post(item: object) -> None:
-            try:
-                loop.call_soon_threadsafe(items.put_nowait, item)
-            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
-                cancel.cancel()
+        outbox: Outbox[T] = Outbox(cancel)
 
         def run() -> None:
             if cancel.cancelled:
-                post(Cancelled())
+                outbox.close(Cancelled())
                 return
             try:
                 for item in produce():
-                    post(item)
-                post(_DONE)
+                    outbox.put(item)
+                outbox.close()
             except BaseException as exc:
-                post(self._triage(exc))
+                outbox.close(self._triage(exc))
 
-        self._submit(_Job(run, post))
+        self._submit(_Job(run, outbox.close))
         try:
-            while (item := await items.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item  # type: ignore[misc]
+            async for item in outbox:
+                yield item
         finally:
             cancel.cancel()

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from fish_speech.engine.base import Cancelled, EngineFailure
+from fish_speech.engine.base import Cancelled, EngineBusy, EngineFailure
 from fish_speech.engine.loader import LoadedModels, load_models
 from fish_speech.engine.service import TTSService
 from fish_speech.references.resolve import request_voice
@@ -86,6 +86,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         # Engines, the codec and the audio decoder raise ValueError for input they refuse.
         return _error(400, str(exc))
 
+    @app.exception_handler(EngineBusy)
+    async def busy(_: Request, exc: EngineBusy) -> JSONResponse:
+        retry_after = str(max(1, round(exc.retry_after_s)))
+        return _error(429, str(exc), {"Retry-After": retry_after})
+
     @app.exception_handler(Cancelled)
     async def cancelled(_: Request, exc: Cancelled) -> JSONResponse:
         return retry_later("The request was cancelled: the server is shutting down")
@@ -126,6 +131,9 @@ def load_configured_models(config: ServerConfig) -> LoadedModels:
         config.device,
         config.half,
         config.compile,
+        config.max_batch_size,
+        config.max_seq_len,
+        config.max_queue,
     )
 
 
@@ -137,7 +145,7 @@ def create_app(config: ServerConfig, preloaded: LoadedModels | None = None) -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         models = preloaded or load_configured_models(config)
-        service = TTSService(models.engine)
+        service = TTSService(models.engine, max_queue=config.max_queue)
         references = ReferenceStore(Path(config.references_dir), config.max_reference_seconds)
         tasks = TaskStore(Path(config.data_dir))
         runner = TaskRunner(
@@ -194,7 +202,12 @@ def create_app(config: ServerConfig, preloaded: LoadedModels | None = None) -> F
             return JSONResponse({**body, "engine": engine.name}, status_code=503)
         return negotiated(
             request,
-            HealthResponse(status="ok", engine=engine.name, capabilities=engine.capabilities()),
+            HealthResponse(
+                status="ok",
+                engine=engine.name,
+                capabilities=engine.capabilities(),
+                load=service.stats(),
+            ),
         )
 
     app.include_router(routes_tts.router)

@@ -46,6 +46,11 @@ class ServerConfig:
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
+    # Fish engine batching: None = sized from free memory / the checkpoint's context.
+    max_batch_size: int | None = None
+    max_seq_len: int | None = None
+    max_queue: int = 32
+
     def to_env(self) -> str:
         return json.dumps(asdict(self))
 
@@ -136,6 +141,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="*",
         help="origins browsers may call from, comma-separated ('*': any, '': CORS off)",
     )
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="Fish engine: requests decoded together (default: as many KV slots as half the "
+        "free memory holds, at most 8 on CPU, 64 on GPU)",
+    )
+    p.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=None,
+        help="Fish engine: positions per KV slot, prompt + generated frames (default: the "
+        "checkpoint's, 8192 for S1-mini)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=32,
+        help="requests that may wait for a slot; more get 429 (async tasks queue apart)",
+    )
     return p
 
 
@@ -160,6 +185,12 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
     if args.max_text_length < 0:
         raise ConfigError("--max-text-length must be 0 (no limit) or positive")
     _check_limits(args)
+    if args.max_batch_size is not None and args.max_batch_size < 1:
+        raise ConfigError("--max-batch-size must be at least 1")
+    if args.max_seq_len is not None and args.max_seq_len < 16:
+        raise ConfigError("--max-seq-len must be at least 16")
+    if args.max_queue < 0:
+        raise ConfigError("--max-queue must be 0 or positive")
     return ServerConfig(
         host=host,
         port=port,
@@ -180,4 +211,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         task_retention_hours=args.task_retention_hours,
         shutdown_timeout=args.shutdown_timeout,
         cors_origins=args.cors_origins,
+        max_batch_size=args.max_batch_size,
+        max_seq_len=args.max_seq_len,
+        max_queue=args.max_queue,
     )

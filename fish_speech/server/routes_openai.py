@@ -150,7 +150,7 @@ async def speech(request: Request) -> Response:
     if req.stream_format == "sse":
         return _sse(segments, output, req.input)
     # OpenAI streams every format as it is made (a streamed wav has an open-ended header).
-    return await audio_response(segments, output, True, audio_headers(state, fmt, saved))
+    return await audio_response(request, segments, output, True, audio_headers(state, fmt, saved))
 
 
 @router.get("/audio/voices")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
@@ -20,6 +22,7 @@ from fish_speech.server.state import AppState, get_state
 from fish_speech.utils.schema import GenerationFields, Prosody, ServeTTSRequest
 
 router = APIRouter()
+T = TypeVar("T")
 
 NO_SPEECH = "No speech could be synthesised from this text (nothing speakable in it)"
 
@@ -77,6 +80,7 @@ def audio_headers(state: AppState, fmt: str, uses_voice: bool) -> dict[str, str]
 
 
 async def audio_response(
+    request: Request,
     segments: AsyncIterator[AudioSegment],
     output: AudioOutput,
     streaming: bool,
@@ -84,14 +88,18 @@ async def audio_response(
 ) -> Response:
     """The reply for a queued synthesis: one body, or a stream sent segment by segment."""
     if not streaming:
-        parts, spoke = [], False
-        try:
-            async for segment in segments:
-                spoke = True
-                parts.append(await run_in_threadpool(output.feed, segment.samples))
-        finally:
-            await segments.aclose()
-        if not spoke:
+
+        async def whole() -> list[bytes]:
+            parts = []
+            try:
+                async for segment in segments:
+                    parts.append(await run_in_threadpool(output.feed, segment.samples))
+            finally:
+                await segments.aclose()
+            return parts
+
+        parts = await while_connected(request, whole())
+        if not parts:
             raise HTTPException(400, NO_SPEECH)
         parts.append(await run_in_threadpool(output.finish))
         return Response(b"".join(parts), media_type=output.media_type, headers=headers)
@@ -120,6 +128,25 @@ async def audio_response(
     return StreamingResponse(body(), media_type=output.media_type, headers=headers)
 
 
+async def while_connected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; a client that hangs up first cancels it (freeing its slot)."""
+    working = asyncio.ensure_future(work)
+    hangup = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({working, hangup}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hangup.cancel()
+        if not working.done():
+            working.cancel()  # the engine sees the cancel within one step
+    return working.result()  # raises CancelledError when the client left
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read, so the next ASGI message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def wants_stream(request: Request, req: ServeTTSRequest) -> bool:
     """``streaming`` when given; else the hosted API's habit: its SDKs (which send the
     ``model`` header and no ``streaming`` field) get audio as it is made."""
@@ -141,4 +168,4 @@ async def tts(request: Request) -> Response:
     segments = await start_synthesis(state, req)
     uses_voice = req.reference_id is not None or bool(req.references)
     headers = audio_headers(state, req.format, uses_voice)
-    return await audio_response(segments, audio_output(req, streaming), streaming, headers)
+    return await audio_response(request, segments, audio_output(req, streaming), streaming, headers)

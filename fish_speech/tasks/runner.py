@@ -1,4 +1,6 @@
-"""Runs queued async tasks, one at a time per server process, on the shared inference thread."""
+"""Runs queued async tasks: each server process claims a task from the durable queue only
+while its engine has room (a free slot nobody waits for), so tasks run several at once
+beside interactive requests and never meet the waiting queue's 429."""
 
 from __future__ import annotations
 
@@ -28,10 +30,14 @@ from fish_speech.utils.schema import AsyncGenerateRequest
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 1.0  # other processes may queue tasks: look for work at least this often
+ROOM_POLL_S = 0.25  # interactive requests free slots too: look for room this often
 CANCEL_POLL_S = 0.3  # a cancel may come through another process: notice it this quickly
 
 
 class TaskRunner:
+    """Claims queued tasks while the engine has room (several run at once with a batching
+    engine) and records their outcome; :meth:`stop` hands running tasks back."""
+
     def __init__(
         self,
         store: TaskStore,
@@ -43,8 +49,10 @@ class TaskRunner:
         self.resolve_voice = resolve_voice
         self.owner = process_identity(os.getpid()) or str(os.getpid())
         self._wake = asyncio.Event()
+        self._running: set[asyncio.Task] = set()
+        self._cancels: set[CancelToken] = set()  # one per running task
+        self._starting = 0  # claimed tasks whose synthesis has not taken its slot yet
         self._stopping = False
-        self._running: CancelToken | None = None  # the token of the task being run
         self._stopped = asyncio.Event()
 
     def notify(self) -> None:
@@ -52,20 +60,37 @@ class TaskRunner:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Claim nothing more and hand the running task back to the queue, then return.
+        """Claim nothing more and hand the running tasks back to the queue, then return.
 
-        The task resumes on the next start (or in another worker process).
+        They resume on the next start (or in another worker process).
         """
         self._stopping = True
         self._wake.set()
-        if self._running is not None:
-            self._running.cancel()
+        for cancel in self._cancels:
+            cancel.cancel()
         await self._stopped.wait()
+
+    def has_room(self) -> bool:
+        if self.service.failure is not None:
+            return False  # claimed tasks would fail; left queued, they run after a restart
+        return len(self._running) < self.service.capacity and self.service.room() > self._starting
+
+    async def _sleep(self, timeout: float) -> None:
+        """Until notified (a task queued or finished here) or ``timeout`` passes."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
 
     async def run_forever(self) -> None:
         try:
             await self._run()
+            # Stopping: the running tasks hand themselves back once their cancel lands.
+            await asyncio.gather(*self._running, return_exceptions=True)
         finally:
+            for running in self._running:
+                running.cancel()  # an unfinished task stays recorded and resumes on restart
             self._stopped.set()
 
     async def _run(self) -> None:
@@ -73,25 +98,33 @@ class TaskRunner:
         if requeued:
             log.info("Re-queued %d task(s) interrupted by a restart: %s", len(requeued), requeued)
         while not self._stopping:
+            if not self.has_room():
+                await self._sleep(ROOM_POLL_S)
+                continue
             try:
                 task = await run_in_threadpool(self.store.claim_next, self.owner)
             except sqlite3.Error as exc:  # e.g. a full or read-only disk: try again later
                 log.error("Cannot read the task queue: %s", exc)
                 task = None
             if task is None:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
-                except TimeoutError:
-                    pass
+                await self._sleep(IDLE_POLL_S)
                 continue
-            await self._execute(task)
+            self._starting += 1
+            running = asyncio.create_task(self._execute(task))
+            self._running.add(running)
+            running.add_done_callback(self._finished)
+
+    def _finished(self, running: asyncio.Task) -> None:
+        self._running.discard(running)
+        self._wake.set()
 
     async def _execute(self, task: Task) -> None:
-        cancel = self._running = CancelToken()
+        cancel = CancelToken()
+        self._cancels.add(cancel)
         if self._stopping:  # stop() came while this task was being claimed
             cancel.cancel()
         watcher = asyncio.create_task(self._watch_for_cancel(task.step_id, cancel))
+        starting = True
         try:
             request = AsyncGenerateRequest.model_validate(ormsgpack.unpackb(task.request))
             voice = await run_in_threadpool(self.resolve_voice, request)
@@ -101,7 +134,12 @@ class TaskRunner:
                 request.use_memory_cache == "on",
                 cancel,
                 request_id=f"task:{task.step_id}",
+                bounded=False,
             )
+            # Iterating reserves the engine place before its first await, so from here on
+            # the engine's room() counts this task.
+            self._starting -= 1
+            starting = False
             audio = await self._collect_with_progress(task.step_id, segments)
             if audio is None:
                 raise ValueError("No speech could be synthesised from this text")
@@ -122,7 +160,9 @@ class TaskRunner:
             log.warning("Task %s failed: %s", task.step_id, exc)
             await self._record_failure(task.step_id, str(exc))
         finally:
-            self._running = None
+            if starting:
+                self._starting -= 1
+            self._cancels.discard(cancel)
             watcher.cancel()
 
     async def _collect_with_progress(

@@ -271,6 +271,8 @@ class HealthResponse(BaseModel):
     status: str = "ok"
     engine: str | None = None
     capabilities: dict | None = None
+    # running, waiting, slots_total, slots_free; batching engines add the decode step time.
+    load: dict | None = None
 
 
 class ReadyResponse(BaseModel):
