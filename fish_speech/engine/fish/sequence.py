@@ -14,6 +14,11 @@ from fish_speech.models.text2semantic.generation import DecodeState, SamplingPar
 from fish_speech.utils.cancel import CancelToken
 
 
+# What torch.Generator.manual_seed takes; checked when a request is submitted, since a bad
+# seed found inside the engine loop would take every other request down with it.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
+
 class Status(enum.Enum):
     WAITING = "waiting"  # queued, no slot yet
     RUNNING = "running"  # holds a slot
@@ -41,6 +46,8 @@ class Sequence:
         device: torch.device,
         progress: list[float] | None = None,
     ) -> None:
+        if seed is not None and not SEED_MIN <= seed <= SEED_MAX:
+            raise ValueError(f"seed must be an integer from {SEED_MIN} to {SEED_MAX}")
         self.prompts = prompts  # one (C+1, T) prompt per text chunk
         # Fraction of the request's text spoken once each chunk is (even steps if not given).
         self.progress = progress or [(i + 1) / len(prompts) for i in range(len(prompts))]
