@@ -1,8 +1,10 @@
-"""Text-to-semantic speed at batch 1: prefill time and decode frames/s on S1-mini-sized
-random weights (no checkpoint needed), eager and optionally torch.compile'd.
+"""Text-to-semantic speed: prefill time and decode frames/s on S1-mini-sized random weights
+(no checkpoint needed) at batch 1, eager and optionally torch.compile'd, and with --batch
+the batched decode step the serving engine runs (frames/s of all rows together).
 
     python bench/text2semantic.py [--device cpu|cuda] [--dtype float32|bfloat16|float16]
                                   [--compile | --compile-only] [--prompt-len 256] [--frames 16]
+                                  [--batch 1,8]
 
 Prints one JSON object. One decode step produces one frame (one slow token plus the
 residual codes), so frames/s equals the original's "tokens/sec". The bounds divide the
@@ -22,64 +24,17 @@ import os
 import time
 
 import torch
+from s1_mini import TEXT_VOCAB, build_model
 
-from fish_speech.models.text2semantic.config import DualARConfig
-from fish_speech.models.text2semantic.generation import SamplingParams, decode_step
+from fish_speech.models.text2semantic.generation import (
+    SamplingParams,
+    decode_rows,
+    decode_step,
+    stack_params,
+)
 from fish_speech.models.text2semantic.model import RESIDUAL_CODEBOOK_SIZE, DualARTransformer
 
-# The published openaudio-s1-mini config.json (spec §1.2) and its special-token layout.
-S1_MINI = {
-    "model_type": "dual_ar",
-    "vocab_size": 155776,
-    "n_layer": 28,
-    "n_head": 16,
-    "dim": 1024,
-    "intermediate_size": 3072,
-    "n_local_heads": 8,
-    "head_dim": 128,
-    "rope_base": 1000000,
-    "norm_eps": 1e-06,
-    "max_seq_len": 8192,
-    "dropout": 0.0,
-    "tie_word_embeddings": False,
-    "attention_qkv_bias": False,
-    "attention_o_bias": False,
-    "attention_qk_norm": True,
-    "codebook_size": 4096,
-    "num_codebooks": 10,
-    "use_gradient_checkpointing": True,
-    "initializer_range": 0.03125,
-    "scale_codebook_embeddings": True,
-    "n_fast_layer": 4,
-    "fast_dim": 1024,
-    "fast_n_head": 16,
-    "fast_n_local_heads": 8,
-    "fast_head_dim": 64,
-    "fast_intermediate_size": 3072,
-    "fast_attention_qkv_bias": False,
-    "fast_attention_qk_norm": False,
-    "fast_attention_o_bias": False,
-}
-SEMANTIC_BEGIN, SEMANTIC_END = 151658, 155753
-TEXT_VOCAB = 151643
-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def build_model(device: str, dtype: torch.dtype) -> DualARTransformer:
-    config = DualARConfig.from_dict(S1_MINI)
-    with torch.device("meta"):
-        model = DualARTransformer(config, SEMANTIC_BEGIN, SEMANTIC_END)
-    model = model.to_empty(device=device).to(dtype).eval().requires_grad_(False)
-    gen = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, config.initializer_range, generator=gen)
-    model.setup_caches()
-    return model
 
 
 def step_weight_bytes(model: DualARTransformer) -> int:
@@ -172,6 +127,59 @@ def run(model, device: str, prompt_len: int, frames: int, step_fn, static: bool)
     }
 
 
+@torch.inference_mode()
+def run_batches(model, device: str, prompt_len: int, frames: int, batches: list[int]) -> dict:
+    """Batched decode steps as the serving engine runs them: B sequences of slightly
+    different lengths (so each row reads its own prefix through the mask), one step for all."""
+    c = model.config
+    gen = torch.Generator(device=device).manual_seed(2)
+    width = min(RESIDUAL_CODEBOOK_SIZE, c.codebook_size)
+    rows = c.num_codebooks + 1
+    results = {}
+    for batch in batches:
+        model.setup_caches(batch, prompt_len + batch + frames + 8)
+        params = stack_params([SamplingParams()] * batch, torch.device(device))
+        positions = []
+        for b in range(batch):
+            length = prompt_len + b
+            prompt = torch.zeros((1, rows, length), dtype=torch.long, device=device)
+            prompt[0, 0] = torch.randint(0, TEXT_VOCAB, (length,), generator=gen, device=device)
+            model.forward_slow(prompt, torch.arange(length, device=device), length, rows=b)
+            positions.append(length)
+        tokens = torch.zeros((batch, rows, 1), dtype=torch.long, device=device)
+        windows = torch.zeros((batch, rows, 16), dtype=torch.long, device=device)
+        times = []
+        for i in range(frames):
+            started = time.perf_counter()
+            noise_slow = torch.empty((batch, c.vocab_size), device=device).exponential_(
+                generator=gen
+            )
+            noise_fast = torch.empty((batch, rows - 2, width), device=device).exponential_(
+                generator=gen
+            )
+            input_pos = torch.tensor(positions, device=device)[:, None] + i
+            frame = decode_rows(
+                model,
+                tokens,
+                input_pos,
+                int(input_pos.max()) + 1,
+                windows,
+                params,
+                noise_slow,
+                noise_fast,
+            )
+            tokens = frame[:, :, None]
+            sync(device)
+            times.append(time.perf_counter() - started)
+        steady = times[1:]
+        step_s = sum(steady) / len(steady)
+        results[str(batch)] = {"step_s": round(step_s, 4), "frames_per_s": round(batch / step_s, 3)}
+    base = results[str(batches[0])]["frames_per_s"]
+    for entry in results.values():
+        entry["speedup"] = round(entry["frames_per_s"] / base, 2)
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -180,6 +188,11 @@ def main() -> None:
     p.add_argument("--compile-only", action="store_true", help="run only the compiled step")
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--frames", type=int, default=12, help="decode steps to run (>= 4)")
+    p.add_argument(
+        "--batch",
+        default=None,
+        help="also time batched decode steps at these batch sizes, e.g. 1,8 (eager)",
+    )
     args = p.parse_args()
     dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
 
@@ -217,6 +230,9 @@ def main() -> None:
                 result[mode][f"fraction_of_{bound}_bound"] = round(
                     fps / result[f"{bound}_bound_frames_per_s"], 3
                 )
+    if args.batch:
+        batches = [int(b) for b in args.batch.split(",")]
+        result["batched"] = run_batches(model, args.device, args.prompt_len, args.frames, batches)
     print(json.dumps(result, indent=2))
 
 

@@ -79,18 +79,22 @@ def launch_server(
     api_key: str | None = None,
     host: str = "127.0.0.1",
     timeout: float = 120,
+    entry: list[str] | None = None,
+    **popen_kwargs,
 ) -> ServerProcess:
-    """Start ``python -m tools.api_server`` in ``workdir`` and wait until it answers."""
+    """Start ``python -m tools.api_server`` (or ``entry``) in ``workdir``; wait until it answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    command = [sys.executable, "-m", "tools.api_server", "--listen", listen, "--device", "cpu"]
+    entry = entry or [sys.executable, "-m", "tools.api_server"]
+    command = [*entry, "--listen", listen, "--device", "cpu"]
     if api_key:
         command += ["--api-key", api_key]
     log_path = workdir / f"server-{port}.log"
     log_file = log_path.open("w")
+    popen_kwargs.setdefault("env", server_env())
     process = subprocess.Popen(
-        [*command, *args], cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, env=server_env()
+        [*command, *args], cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT, **popen_kwargs
     )
     server = ServerProcess(process, f"http://{listen}", workdir, log_path, api_key)
     deadline = time.monotonic() + timeout
@@ -111,6 +115,24 @@ def launch_server(
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The default server: embedded engine, no key, a text limit to test against."""
     proc = launch_server(tmp_path_factory.mktemp("server"), "--max-text-length", "2000")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Small input limits, so that going over them is cheap to test."""
+    proc = launch_server(
+        tmp_path_factory.mktemp("limited_server"),
+        "--max-body-mb",
+        "1",
+        "--max-references",
+        "2",
+        "--max-reference-seconds",
+        "2",
+        "--max-text-length",
+        "300",
+    )
     yield proc
     proc.stop()
 
@@ -158,6 +180,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # A fake microphone (a beep) that needs no permission prompt: the page records voices.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 
 
@@ -169,11 +194,13 @@ def find_chromium() -> str | None:
     return os.environ.get("CHROMIUM") or found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     """A headless system Chromium driven by Playwright; skips, saying why, when there is none.
 
     Playwright never downloads a browser here: it drives the system one via executable_path.
+    Module scope, not session: while Playwright's sync API is running it marks its event
+    loop as running in the main thread, so asyncio.run() in later test modules would fail.
     """
     executable = find_chromium()
     if executable is None:

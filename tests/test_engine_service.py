@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 
@@ -11,12 +12,22 @@ import pytest
 
 from fish_speech.engine.base import (
     AudioSegment,
+    Cancelled,
     CancelToken,
     Engine,
+    EngineBusy,
+    EngineFailure,
     ReferenceAudio,
     SynthesisRequest,
 )
 from fish_speech.engine.service import TTSService
+
+
+def run(coroutine):
+    """asyncio.run on a thread of its own: a session fixture (Playwright's sync API) may
+    leave an event loop set on the main thread, where asyncio.run refuses to start."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 class CountingEngine(Engine):
@@ -40,6 +51,11 @@ class CountingEngine(Engine):
         self.threads.add(threading.current_thread().name)
         if request.text == "fail":
             raise ValueError("refused")
+        if request.text == "device fault":
+            time.sleep(0.2)  # let other requests queue up behind this one
+            raise EngineFailure("simulated device fault")
+        if request.text == "exit":
+            raise SystemExit(1)
         for _ in request.text.split():
             cancel.raise_if_cancelled()
             self.segments_made += 1
@@ -60,13 +76,13 @@ def test_cache_is_keyed_by_audio_and_text():
     engine = CountingEngine()
     service = TTSService(engine)
     try:
-        asyncio.run(collect(service, "a b", [reference("one")], use_cache=True))
-        asyncio.run(collect(service, "a b", [reference("one")], use_cache=True))
+        run(collect(service, "a b", [reference("one")], use_cache=True))
+        run(collect(service, "a b", [reference("one")], use_cache=True))
         assert engine.prepared == ["one"]  # second request served from the cache
-        asyncio.run(collect(service, "a b", [reference("two")], use_cache=True))
-        asyncio.run(collect(service, "a b", [reference("one", 0.1)], use_cache=True))
+        run(collect(service, "a b", [reference("two")], use_cache=True))
+        run(collect(service, "a b", [reference("one", 0.1)], use_cache=True))
         assert engine.prepared == ["one", "two", "one"]  # new text, new audio: re-prepared
-        asyncio.run(collect(service, "a b", [reference("two")], use_cache=False))
+        run(collect(service, "a b", [reference("two")], use_cache=False))
         assert engine.prepared[-1] == "two" and len(engine.prepared) == 4
     finally:
         service.close()
@@ -76,10 +92,10 @@ def test_work_runs_on_the_inference_thread_and_errors_propagate():
     engine = CountingEngine()
     service = TTSService(engine)
     try:
-        assert asyncio.run(collect(service, "one two three", [], False)) == 3
+        assert run(collect(service, "one two three", [], False)) == 3
         assert engine.threads == {"inference"}
         with pytest.raises(ValueError, match="refused"):
-            asyncio.run(collect(service, "fail", [], False))
+            run(collect(service, "fail", [], False))
     finally:
         service.close()
 
@@ -97,8 +113,114 @@ def test_leaving_the_stream_cancels_the_engine():
         await service.run(lambda: None)  # wait until the inference thread is free again
 
     try:
-        asyncio.run(take_one())
+        run(take_one())
         assert cancel.cancelled
         assert engine.segments_made < 10_000
+    finally:
+        service.close()
+
+
+def test_a_fatal_error_fails_queued_and_later_work_at_once():
+    service = TTSService(CountingEngine())
+
+    async def crash_with_a_request_queued_behind() -> list:
+        doomed = collect(service, "device fault", [], False)
+        queued = collect(service, "one two", [], False)
+        return await asyncio.gather(doomed, queued, return_exceptions=True)
+
+    try:
+        assert service.failure is None
+        doomed, queued = run(crash_with_a_request_queued_behind())
+        assert isinstance(doomed, EngineFailure) and "simulated device fault" in str(doomed)
+        assert isinstance(queued, EngineFailure), "a request queued behind must not hang"
+        assert "simulated device fault" in service.failure
+        with pytest.raises(EngineFailure):
+            run(collect(service, "later", [], False))
+        with pytest.raises(EngineFailure):
+            run(service.run(lambda: 1))
+    finally:
+        service.close()
+
+
+def test_system_exit_in_engine_code_is_fatal_but_ordinary_errors_are_not():
+    service = TTSService(CountingEngine())
+    try:
+        with pytest.raises(ValueError):
+            run(collect(service, "fail", [], False))
+        assert service.failure is None
+        with pytest.raises(EngineFailure):
+            run(collect(service, "exit", [], False))
+        assert "SystemExit" in service.failure
+    finally:
+        service.close()
+
+
+def test_a_dead_inference_thread_is_reported():
+    service = TTSService(CountingEngine())
+    try:
+        service.worker._jobs.put(object())  # not a job: the thread's own loop breaks
+        deadline = time.monotonic() + 5
+        while service.failure is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "inference thread crashed" in service.failure
+        with pytest.raises(EngineFailure):
+            run(collect(service, "a b", [], False))
+    finally:
+        service.close()
+
+
+def test_a_request_cancelled_before_its_turn_raises_cancelled():
+    service = TTSService(CountingEngine())
+    cancel = CancelToken()
+    cancel.cancel()
+    try:
+        with pytest.raises(Cancelled):
+            run(collect_with(service, "a b", cancel))
+        assert service.failure is None
+    finally:
+        service.close()
+
+
+async def collect_with(service: TTSService, text: str, cancel: CancelToken) -> int:
+    return len([s async for s in service.synthesize(SynthesisRequest(text), [], False, cancel)])
+
+
+def test_work_sent_after_close_is_cancelled_not_left_waiting():
+    service = TTSService(CountingEngine())
+    service.close()
+    with pytest.raises(Cancelled):
+        run(service.run(lambda: 1))
+    with pytest.raises(Cancelled):
+        run(collect(service, "a b", [], False))
+
+
+def test_serial_engine_queue_is_bounded():
+    """One request runs and max_queue wait; the next is refused before any work is done."""
+    engine = CountingEngine()
+    service = TTSService(engine, max_queue=1)
+
+    async def scenario() -> None:
+        running = service.synthesize(SynthesisRequest("w " * 10_000), [], False, CancelToken())
+        waiting = service.synthesize(SynthesisRequest("w " * 10_000), [], False, CancelToken())
+        assert (await anext(running)).samples.size and service.room() == 0
+        waiting_first = asyncio.ensure_future(anext(waiting))
+        await asyncio.sleep(0.05)
+        assert service.stats() == {"running": 1, "waiting": 1, "slots_total": 1, "slots_free": 0}
+        refused = service.synthesize(SynthesisRequest("w"), [], False, CancelToken())
+        with pytest.raises(EngineBusy):
+            await anext(refused)
+        task = service.synthesize(SynthesisRequest("w"), [], False, CancelToken(), bounded=False)
+        task_first = asyncio.ensure_future(anext(task))  # an async task is never refused
+        await asyncio.sleep(0.05)
+        assert not task_first.done() and service.stats()["waiting"] == 2
+        await running.aclose()
+        await waiting_first
+        await waiting.aclose()
+        await task_first
+        await task.aclose()
+
+    try:
+        run(scenario())
+        assert service.stats()["running"] == 0
     finally:
         service.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import subprocess
 import sys
 import textwrap
@@ -14,6 +16,7 @@ from conftest import API_KEY, assert_speech, decode_wav, make_wav_bytes, server_
 ROUTES = [
     ("GET", "/v1/health"),
     ("POST", "/v1/health"),
+    ("GET", "/v1/ready"),
     ("POST", "/v1/tts"),
     ("POST", "/v1/vqgan/encode"),
     ("POST", "/v1/vqgan/decode"),
@@ -26,9 +29,15 @@ ROUTES = [
     ("GET", "/download_result/some_task"),
     ("POST", "/stop_generation"),
     ("POST", "/stop_async_task/some_task"),
-    ("GET", "/docs"),
     ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/tasks"),
+    ("POST", "/v1/audio/speech"),
+    ("GET", "/v1/audio/voices"),
+    ("GET", "/v1/models"),
 ]
+# Pages a browser opens before it can send a key (the same files in every install).
+PUBLIC = ["/", "/web/app.js", "/docs", "/redoc", "/docs/assets/swagger-ui-bundle.js"]
 
 
 def test_health_reports_engine(server):
@@ -59,7 +68,7 @@ def test_docs_and_openapi(server):
 
 def test_unknown_path_and_wrong_method_are_json(server):
     missing = server.request("GET", "/v1/nothing")
-    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+    assert missing.status_code == 404 and "POST /v1/tts" in missing.json()["detail"]
     wrong = server.request("PUT", "/v1/tts")
     assert wrong.status_code == 405 and "detail" in wrong.json()
 
@@ -84,7 +93,21 @@ def test_every_route_needs_the_key(auth_server, method, path):
 def test_the_key_opens_the_routes(auth_server):
     assert auth_server.request("GET", "/v1/health").status_code == 200
     assert auth_server.request("GET", "/v1/references/list").status_code == 200
-    assert auth_server.request("GET", "/docs").status_code == 200
+    assert auth_server.request("GET", "/openapi.json").status_code == 200
+
+
+def test_page_and_docs_pages_are_public(auth_server):
+    for path in PUBLIC:
+        response = auth_server.session.get(auth_server.url(path), timeout=10)
+        assert response.status_code == 200, path
+    # Only reading them is public, and a public prefix leads nowhere else.
+    assert auth_server.session.post(auth_server.url("/"), timeout=10).status_code == 401
+    connection = http.client.HTTPConnection(auth_server.base_url.removeprefix("http://"))
+    connection.request("GET", "/web/../openapi.json")  # sent as is, not normalised
+    escaped = connection.getresponse()
+    body = json.loads(escaped.read())
+    assert escaped.status == 404 and set(body) == {"detail"}  # not the OpenAPI document
+    connection.close()
 
 
 SEED_SNIPPETS = """

@@ -39,6 +39,22 @@ def test_bad_listen_values(tmp_path, listen):
     assert "--listen" in run.stderr
 
 
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--max-body-mb", "0"),
+        ("--max-references", "-1"),
+        ("--max-reference-seconds", "nan"),
+        ("--shutdown-timeout", "inf"),
+        ("--task-retention-hours", "-1"),
+    ],
+)
+def test_bad_limits_are_startup_errors(tmp_path, flag, value):
+    run = run_server_expecting_failure(tmp_path, flag, value)
+    assert run.returncode == 2
+    assert flag in run.stderr
+
+
 def ipv6_loopback_available() -> bool:
     try:
         with socket.socket(socket.AF_INET6) as s:
@@ -132,9 +148,57 @@ def test_client_streaming_and_inline_reference(server, tmp_path):
     assert_speech(*decode_wav(data))
 
 
+def test_client_shows_streaming_progress(server, tmp_path):
+    run = run_client(
+        server, tmp_path, "--text", "Progress while it streams.", "--streaming", "--output", "s"
+    )
+    assert run.returncode == 0, run.stderr
+    final = run.stderr.strip().splitlines()[-1]
+    assert final.startswith("received ") and final.endswith("s of audio, done"), run.stderr
+    seconds = float(final.split(", ")[1].split(" s")[0])
+    samples, rate = decode_wav((tmp_path / "s.wav").read_bytes())
+    assert seconds == pytest.approx(len(samples) / rate, abs=0.05)
+
+
+def test_client_async_task_with_progress(server, tmp_path):
+    text = " ".join(["A background task from the client."] * 4)
+    run = run_client(
+        server, tmp_path, "--text", text, "--async", "--step_id", "cli-task", "--output", "bg"
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Task cli-task queued" in run.stdout
+    assert run.stderr.strip().splitlines()[-1] == "[" + "#" * 30 + "] 100.0% completed"
+    assert_speech(*decode_wav((tmp_path / "bg.wav").read_bytes()), min_seconds=2)
+    assert server.request("GET", "/get_task_status/cli-task").json()["progress"] == 1.0
+
+
+def test_client_flags_have_help(tmp_path):
+    from tools.api_client import build_parser
+
+    for action in build_parser()._actions:
+        assert action.help, f"{action.option_strings} has no help text"
+
+
 def test_client_reports_errors(server, tmp_path):
     local = run_client(server, tmp_path, "--text", "hi", "--top_p", "7")
     assert local.returncode == 2 and "top_p" in local.stderr
     remote = run_client(server, tmp_path, "--text", "hi", "--reference_id", "nobody")
     assert remote.returncode == 1
     assert "404" in remote.stderr and "nobody" in remote.stderr
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--max-batch-size", "0"], "--max-batch-size"),
+        (["--max-seq-len", "8"], "--max-seq-len"),
+        (["--max-queue", "-1"], "--max-queue"),
+    ],
+)
+def test_batching_flags_are_checked(args, fragment):
+    from fish_speech.server.config import ConfigError, config_from_args
+
+    with pytest.raises(ConfigError, match=fragment):
+        config_from_args(args)
+    config = config_from_args(["--max-batch-size", "4", "--max-seq-len", "1024"])
+    assert (config.max_batch_size, config.max_seq_len, config.max_queue) == (4, 1024, 32)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import ormsgpack
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TESTVECTORS, assert_speech, decode_wav, launch_server, make_wav_bytes
 
@@ -55,6 +57,24 @@ def test_tts_decodes_generated_codes(fish_server):
     assert_speech(samples, rate, min_seconds=HOP / 44100)
     again = fish_server.request("POST", "/v1/tts", json=body)
     assert again.content == first.content, "the same seed must give the same audio"
+
+
+def test_frames_are_counted_in_the_log_and_metrics(fish_server):
+    text = "Frames are counted here."
+    response = fish_server.request("POST", "/v1/tts", json={"text": text, "max_new_tokens": 8})
+    assert response.status_code == 200
+    frames = len(decode_wav(response.content)[0]) // HOP  # one frame per hop of audio
+    line = next(
+        json.loads(entry.split("synthesis ", 1)[1])
+        for entry in fish_server.log().splitlines()
+        if f'"characters": {len(text)},' in entry
+    )
+    assert (line["engine"], line["frames"], line["outcome"]) == ("fish", frames, "ok")
+    metrics = fish_server.request("GET", "/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    fps = {s.name: s.value for s in families["fish_speech_frames_per_second"].samples}
+    assert fps["fish_speech_frames_per_second_count"] >= 1
+    assert fps["fish_speech_frames_per_second_sum"] > 0
 
 
 def test_documented_extremes_are_accepted(fish_server):
@@ -137,3 +157,23 @@ def test_vqgan_encode_rejects_bad_audio(fish_server):
     assert "audios[0]" in response.json()["detail"]
     empty = msgpack_post(fish_server, "/v1/vqgan/encode", {"audios": []})
     assert empty.status_code == 400
+
+
+def test_a_seed_beyond_64_bits_is_a_400(fish_server):
+    response = fish_server.request(
+        "POST", "/v1/tts", json={"text": "Hi.", "max_new_tokens": 4, "seed": 2**70}
+    )
+    assert response.status_code == 400, response.text
+    assert "detail" in response.json()
+
+
+def test_vqgan_encode_is_held_to_the_reference_limits(fish_server):
+    clip = make_wav_bytes(0.2, rate=8000)
+    too_many = msgpack_post(fish_server, "/v1/vqgan/encode", {"audios": [clip] * 9})
+    assert too_many.status_code == 400
+    assert too_many.json()["detail"] == "audios: 9 given, the limit is 8"
+    too_long = msgpack_post(
+        fish_server, "/v1/vqgan/encode", {"audios": [make_wav_bytes(61, rate=8000)]}
+    )
+    assert too_long.status_code == 400
+    assert "audios[0]: audio is longer than the limit of 60 s" in too_long.json()["detail"]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import resource
 import signal
+import sqlite3
 import time
 
 import ormsgpack
@@ -124,3 +127,84 @@ def test_accepted_task_survives_a_crash(tmp_path, kill_signal):
         assert_speech(audio, rate, min_seconds=20)
     finally:
         second.stop()
+
+
+def result_files(workdir) -> list[str]:
+    return sorted(p.name for p in (workdir / "data" / "task_results").iterdir())
+
+
+def test_finished_tasks_expire_at_start_up_and_while_running(tmp_path):
+    first = launch_server(tmp_path)
+    try:
+        assert create(first, step_id="old", text="Hello.", format="wav").status_code == 200
+        wait_for(first, "old", {"completed"})
+    finally:
+        first.stop()
+    assert len(result_files(tmp_path)) == 1
+    with sqlite3.connect(tmp_path / "data" / "tasks.sqlite3") as db:
+        day_ago = time.time() - 25 * 3600
+        db.execute("UPDATE tasks SET completed_at = ? WHERE step_id = 'old'", (day_ago,))
+    # Left by a crash: a result no task owns and a half-written file, both hours old; and
+    # a file another process is writing right now, which must be left alone.
+    results = tmp_path / "data" / "task_results"
+    hours_ago = time.time() - 2 * 3600
+    for name in ("0123abcd.wav", "0123abcd.4242.part"):
+        (results / name).write_bytes(b"left over")
+        os.utime(results / name, (hours_ago, hours_ago))
+    (results / "being-written.77.part").write_bytes(b"in progress")
+    in_future = time.time() + 600  # "just written", however slowly the server starts
+    os.utime(results / "being-written.77.part", (in_future, in_future))
+
+    second = launch_server(tmp_path, "--task-retention-hours", "0.002")  # 7.2 s
+    try:
+        assert second.request("GET", "/get_task_status/old").status_code == 404
+        assert result_files(tmp_path) == ["being-written.77.part"]
+
+        assert create(second, step_id="recent", text="Hello.", format="wav").status_code == 200
+        wait_for(second, "recent", {"completed"})
+        assert second.request("GET", "/download_result/recent").status_code == 200
+        deadline = time.monotonic() + 30
+        while second.request("GET", "/get_task_status/recent").status_code != 404:
+            assert time.monotonic() < deadline, "the finished task never expired"
+            time.sleep(0.2)
+        assert result_files(tmp_path) == ["being-written.77.part"]
+    finally:
+        second.stop()
+
+
+def limit_file_size(limit: int):
+    # Like a full disk, but one that root cannot write past either: writes beyond the
+    # limit fail with EFBIG (Python ignores SIGXFSZ, so it is an OSError, not a kill).
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_result_that_cannot_be_written_fails_the_task_and_the_server_keeps_serving(tmp_path):
+    server = launch_server(tmp_path, preexec_fn=limit_file_size(256 * 1024))
+    try:
+        text = "This result is too big for the space left on the disk. " * 3  # ~700 kB
+        assert create(server, step_id="big", text=text, format="wav").status_code == 200
+        failed = wait_for(server, "big", {"completed", "failed"})
+        assert failed["status"] == "failed", failed
+        assert "Could not save the result" in failed["error"]
+        assert "File too large" in failed["error"]
+        assert result_files(tmp_path) == []  # nothing half-written left, or served
+        assert server.request("GET", "/download_result/big").status_code == 400
+
+        # The results folder becomes unwritable (here: a file where the folder was).
+        results = tmp_path / "data" / "task_results"
+        results.rename(tmp_path / "data" / "results-away")
+        results.write_text("not a folder")
+        assert create(server, step_id="nowhere", text="Hi.", format="wav").status_code == 200
+        nowhere = wait_for(server, "nowhere", {"completed", "failed"})
+        assert nowhere["status"] == "failed" and "Not a directory" in nowhere["error"]
+
+        # Meanwhile, and afterwards, everything else keeps working.
+        speech = server.request("POST", "/v1/tts", json={"text": "Still serving."})
+        assert_speech(*decode_wav(speech.content))
+        results.unlink()
+        (tmp_path / "data" / "results-away").rename(results)
+        assert create(server, step_id="small", text="Hello.", format="wav").status_code == 200
+        assert wait_for(server, "small", {"completed", "failed"})["status"] == "completed"
+        assert_speech(*decode_wav(server.request("GET", "/download_result/small").content))
+    finally:
+        server.stop()

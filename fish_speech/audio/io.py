@@ -1,21 +1,20 @@
-"""Decoding uploads and encoding replies.
+"""Decoding uploads, and the PCM and WAV-header helpers the encoders share.
 
-Input: anything libsndfile reads (wav, flac, ogg/vorbis/opus, mp3). Output: wav (16-bit PCM),
-pcm (raw 16-bit little-endian mono) and mp3 (LAME), each also as an incremental encoder
-for streaming.
+Input: anything libsndfile reads (wav, flac, ogg/vorbis/opus, mp3). Encoding replies is in
+``fish_speech.audio.encode``.
 """
 
 from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-import lameenc
 import numpy as np
 import soundfile as sf
 
-MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "pcm": "application/octet-stream"}
+UNREADABLE = "not an audio file we can read (wav, mp3, flac, ogg)"
 
 
 class AudioDecodeError(ValueError):
@@ -33,31 +32,68 @@ class DecodedAudio:
         return {"WAV": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}.get(self.container, "wav")
 
 
-def decode_audio(data: bytes) -> DecodedAudio:
-    """Decode audio file bytes to mono float32 (channel mean)."""
+# No real recording is above this; a header that claims more is hostile or broken.
+MAX_SAMPLE_RATE = 384_000
+# Frames per channel read at a time: with many channels a block stays about 4 MB.
+_BLOCK_VALUES = 2**20
+# libsndfile's frame count for a file whose header leaves the length open (SF_COUNT_MAX),
+# as a streamed FLAC does (see fish_speech.audio.encode).
+_UNKNOWN_LENGTH = 2**63 - 1
+
+
+def _blocks(f: sf.SoundFile, blocksize: int) -> Iterator[np.ndarray]:
+    """The file's frames, (n, channels) float32, a block at a time."""
+    if f.frames != _UNKNOWN_LENGTH:
+        yield from f.blocks(blocksize=blocksize, dtype="float32", always_2d=True)
+        return
+    # soundfile seeks after every read to track its position, which libsndfile cannot do
+    # in such a file: read through libsndfile directly until it runs dry.
+    block = np.empty((blocksize, f.channels), dtype=np.float32)
+    pointer = sf._ffi.cast("float *", block.ctypes.data)
+    while (count := sf._snd.sf_readf_float(f._file, pointer, blocksize)) > 0:
+        yield block[:count]
+
+
+def decode_audio(data: bytes, max_seconds: float | None = None) -> DecodedAudio:
+    """Decode audio file bytes to mono float32 (channel mean).
+
+    ``max_seconds`` bounds the decoded length: a few kilobytes of FLAC can hold hours of
+    silence, so the audio is read block by block and refused once it passes the limit,
+    without ever holding more than that in memory.
+    """
     if not data:
         raise AudioDecodeError("audio is empty")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
-            container = f.format
-            samples = f.read(dtype="float32", always_2d=True)
-            sample_rate = f.samplerate
+            container, sample_rate = f.format, f.samplerate
+            if not 0 < sample_rate <= MAX_SAMPLE_RATE:
+                raise AudioDecodeError(f"unsupported sample rate {sample_rate} Hz")
+            max_frames = None if max_seconds is None else int(max_seconds * sample_rate)
+            pieces, frames = [], 0
+            for block in _blocks(f, max(1024, _BLOCK_VALUES // f.channels)):
+                pieces.append(block.mean(axis=1).astype(np.float32))
+                frames += len(block)
+                if max_frames is not None and frames > max_frames:
+                    raise AudioDecodeError(f"audio is longer than the limit of {max_seconds:g} s")
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioDecodeError(f"could not decode audio: {exc}") from exc
-    if samples.shape[0] == 0:
+        # libsndfile's own text names the Python file object; say what the user can act on.
+        raise AudioDecodeError(UNREADABLE) from exc
+    if frames == 0:
         raise AudioDecodeError("audio holds no samples")
-    mono = samples.mean(axis=1).astype(np.float32)
+    mono = np.concatenate(pieces)
     if not np.isfinite(mono).all():
         raise AudioDecodeError("audio holds non-finite samples")
     return DecodedAudio(mono, sample_rate, container)
 
 
-def decode_each(items: list[bytes], label: str) -> list[DecodedAudio]:
+def decode_each(
+    items: list[bytes], label: str, max_seconds: float | None = None
+) -> list[DecodedAudio]:
     """Decode several uploads; a failure names the item, e.g. ``audios[2]: ...``."""
     decoded = []
     for index, data in enumerate(items):
         try:
-            decoded.append(decode_audio(data))
+            decoded.append(decode_audio(data, max_seconds))
         except AudioDecodeError as exc:
             raise AudioDecodeError(f"{label}[{index}]: {exc}") from exc
     return decoded
@@ -88,37 +124,3 @@ def finalize_streamed_wav(data: bytearray) -> None:
     data_size = len(data) - 44
     data[4:8] = struct.pack("<I", 36 + data_size)
     data[40:44] = struct.pack("<I", data_size)
-
-
-class StreamEncoder:
-    """Turns float segments into bytes for one output format, chunk by chunk."""
-
-    def __init__(self, fmt: str, sample_rate: int, streaming: bool) -> None:
-        self.fmt = fmt
-        self.sample_rate = sample_rate
-        self._mp3 = None
-        if fmt == "mp3":
-            self._mp3 = lameenc.Encoder()
-            self._mp3.set_bit_rate(128)
-            self._mp3.set_in_sample_rate(sample_rate)
-            self._mp3.set_channels(1)
-            self._mp3.set_quality(2)
-        self._header = wav_header(sample_rate, None) if fmt == "wav" and streaming else b""
-
-    def encode(self, samples: np.ndarray) -> bytes:
-        pcm = to_int16(samples)
-        if self._mp3 is not None:
-            return bytes(self._mp3.encode(pcm.tobytes()))
-        header, self._header = self._header, b""
-        return header + pcm.tobytes()
-
-    def finish(self) -> bytes:
-        return bytes(self._mp3.flush()) if self._mp3 is not None else b""
-
-
-def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """A complete file in ``fmt`` ("wav", "pcm" or "mp3")."""
-    if fmt == "wav":
-        return wav_header(sample_rate, len(samples)) + to_int16(samples).tobytes()
-    encoder = StreamEncoder(fmt, sample_rate, streaming=False)
-    return encoder.encode(samples) + encoder.finish()

@@ -35,7 +35,13 @@ def load_models(
     device: str,
     half: bool,
     compile: bool,
+    max_batch_size: int | None = None,
+    max_seq_len: int | None = None,
+    max_queue: int = 32,
 ) -> LoadedModels:
+    """The engine and codec the settings ask for. ``max_batch_size`` (None: sized from free
+    memory), ``max_seq_len`` (None: the checkpoint's) and ``max_queue`` shape the Fish
+    engine's batching."""
     codec = None
     if decoder_path is not None:
         from fish_speech.models.dac import load_codec
@@ -52,7 +58,14 @@ def load_models(
         from fish_speech.engine.fish import FishEngine
 
         engine: Engine = FishEngine.load(
-            llama_path, codec, device=device, half=half, compile=compile
+            llama_path,
+            codec,
+            device=device,
+            half=half,
+            compile=compile,
+            max_batch_size=max_batch_size,
+            max_seq_len=max_seq_len,
+            max_queue=max_queue,
         )
         log.info("Fish engine ready: %s on %s", llama_path, device)
     else:

@@ -47,8 +47,9 @@ class StoredSample:
 
 
 class ReferenceStore:
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, max_seconds: float | None = None) -> None:
         self.root = Path(root).resolve()
+        self.max_seconds = max_seconds  # longest audio a new voice may have
 
     def _folder(self, reference_id: str) -> Path:
         if not isinstance(reference_id, str) or not is_valid_reference_id(reference_id):
@@ -73,7 +74,8 @@ class ReferenceStore:
         folder = self._folder(reference_id)
         if not text.strip():
             raise ReferenceStoreError("Reference text cannot be empty")
-        decoded = decode_audio(audio)  # raises AudioDecodeError (a ValueError) -> 400
+        # raises AudioDecodeError (a ValueError) -> 400, also when over the length limit
+        decoded = decode_audio(audio, self.max_seconds)
         with self._locked():
             if folder.exists():
                 raise ReferenceExists(f"Reference ID '{reference_id}' already exists")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 DEFAULT_LLAMA_PATH = "checkpoints/openaudio-s1-mini"
 DEFAULT_DECODER_PATH = "checkpoints/openaudio-s1-mini/codec.pth"
 CONFIG_ENV = "FISH_SPEECH_SERVER_CONFIG"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class ConfigError(ValueError):
@@ -33,6 +35,21 @@ class ServerConfig:
     api_key: str | None = None
     references_dir: str = "references"
     data_dir: str = "data"
+    # Hardening: bounded input, task retention, graceful shutdown (README "Operating it").
+    max_body_mb: float = 50
+    max_references: int = 8
+    max_reference_seconds: float = 60
+    task_retention_hours: float = 24
+    shutdown_timeout: float = 10
+    cors_origins: str = "*"  # comma-separated; "" turns CORS off
+
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    # Fish engine batching: None = sized from free memory / the checkpoint's context.
+    max_batch_size: int | None = None
+    max_seq_len: int | None = None
+    max_queue: int = 32
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -97,7 +114,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default=None, help="require Authorization: Bearer <key>")
     p.add_argument("--references-dir", default="references", help="saved reference voices")
     p.add_argument("--data-dir", default="data", help="server state (async task results)")
+    p.add_argument("--max-body-mb", type=float, default=50, help="larger request bodies get 413")
+    p.add_argument(
+        "--max-references",
+        type=int,
+        default=8,
+        help="inline references (or vqgan clips) per request",
+    )
+    p.add_argument(
+        "--max-reference-seconds", type=float, default=60, help="longest reference audio"
+    )
+    p.add_argument(
+        "--task-retention-hours",
+        type=float,
+        default=24,
+        help="finished async tasks and their results are removed after this (0 = keep)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10,
+        help="seconds from SIGTERM/SIGINT to exit; running tasks are re-queued",
+    )
+    p.add_argument(
+        "--cors-origins",
+        default="*",
+        help="origins browsers may call from, comma-separated ('*': any, '': CORS off)",
+    )
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="Fish engine: requests decoded together (default: as many KV slots as half the "
+        "free memory holds, at most 8 on CPU, 64 on GPU)",
+    )
+    p.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=None,
+        help="Fish engine: positions per KV slot, prompt + generated frames (default: the "
+        "checkpoint's, 8192 for S1-mini)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=32,
+        help="requests that may wait for a slot; more get 429 (async tasks queue apart)",
+    )
     return p
+
+
+def _check_limits(args: argparse.Namespace) -> None:
+    for flag, value in [
+        ("--max-body-mb", args.max_body_mb),
+        ("--max-references", args.max_references),
+        ("--max-reference-seconds", args.max_reference_seconds),
+        ("--shutdown-timeout", args.shutdown_timeout),
+    ]:
+        if not 0 < value < math.inf:  # also refuses NaN
+            raise ConfigError(f"{flag} must be a positive number")
+    if not 0 <= args.task_retention_hours < math.inf:
+        raise ConfigError("--task-retention-hours must be 0 (keep forever) or positive")
 
 
 def config_from_args(argv: list[str] | None = None) -> ServerConfig:
@@ -107,6 +184,13 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         raise ConfigError("--workers must be at least 1")
     if args.max_text_length < 0:
         raise ConfigError("--max-text-length must be 0 (no limit) or positive")
+    _check_limits(args)
+    if args.max_batch_size is not None and args.max_batch_size < 1:
+        raise ConfigError("--max-batch-size must be at least 1")
+    if args.max_seq_len is not None and args.max_seq_len < 16:
+        raise ConfigError("--max-seq-len must be at least 16")
+    if args.max_queue < 0:
+        raise ConfigError("--max-queue must be 0 or positive")
     return ServerConfig(
         host=host,
         port=port,
@@ -121,4 +205,13 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         api_key=args.api_key,
         references_dir=args.references_dir,
         data_dir=args.data_dir,
+        max_body_mb=args.max_body_mb,
+        max_references=args.max_references,
+        max_reference_seconds=args.max_reference_seconds,
+        task_retention_hours=args.task_retention_hours,
+        shutdown_timeout=args.shutdown_timeout,
+        cors_origins=args.cors_origins,
+        max_batch_size=args.max_batch_size,
+        max_seq_len=args.max_seq_len,
+        max_queue=args.max_queue,
     )

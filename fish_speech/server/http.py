@@ -8,6 +8,7 @@ Every failure is ``{"detail": "..."}`` with a 4xx status that says whose fault i
 from __future__ import annotations
 
 import json
+import re
 from typing import TypeVar
 
 import ormsgpack
@@ -27,11 +28,33 @@ SUPPORTED_BODIES = f"{MSGPACK}, {JSON}, multipart/form-data"
 async def _read_form(request: Request) -> dict:
     try:
         form = await request.form()
+    except HTTPException:  # e.g. 413 from the body limit, raised while the form streams in
+        raise
     except Exception as exc:  # the multipart parser raises several unrelated types
         raise HTTPException(400, f"Malformed multipart body: {exc}") from exc
     data: dict = {}
     for key, value in form.multi_items():
         data[key] = await value.read() if isinstance(value, UploadFile) else value
+    return data
+
+
+# A \uD800-\uDFFF escape: JSON can spell a lone surrogate, which no UTF-8 text can hold.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _load_json(body: bytes):
+    try:
+        data = json.loads(body)
+    except RecursionError as exc:
+        raise HTTPException(400, "Malformed JSON body: nested too deeply") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"Malformed JSON body: {exc}") from exc
+    if _SURROGATE_ESCAPE.search(body):
+        try:  # only when the raw text has such an escape: a real pair is fine
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            detail = "Malformed JSON body: a string holds a lone surrogate"
+            raise HTTPException(400, detail) from exc
     return data
 
 
@@ -43,10 +66,7 @@ async def parse_body(request: Request, model: type[M]) -> M:
         except (ormsgpack.MsgpackDecodeError, ValueError) as exc:
             raise HTTPException(400, f"Malformed msgpack body: {exc}") from exc
     elif media_type == JSON:
-        try:
-            data = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HTTPException(400, f"Malformed JSON body: {exc}") from exc
+        data = _load_json(await request.body())
     elif media_type == "multipart/form-data":
         data = await _read_form(request)
     else:

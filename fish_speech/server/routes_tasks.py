@@ -6,13 +6,15 @@ Status and download accept the id as a path segment (as documented) or as ``?ste
 
 from __future__ import annotations
 
+from typing import Annotated
 from urllib.parse import quote
 
 import ormsgpack
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from fish_speech.audio.io import MEDIA_TYPES
+from fish_speech.audio.formats import MEDIA_TYPES
+from fish_speech.engine.service import synthesis_request
 from fish_speech.server.http import body_schema, negotiated, parse_body
 from fish_speech.server.routes_tts import check_text, resolve_voice
 from fish_speech.server.state import get_state
@@ -21,16 +23,33 @@ from fish_speech.utils.schema import (
     AsyncGenerateRequest,
     AsyncGenerateResponse,
     StopTaskResponse,
+    TaskListResponse,
     TaskStatusResponse,
+    TaskSummary,
+    is_valid_reference_id,
 )
 
 router = APIRouter(tags=["async tasks"])
+TEXT_PREVIEW = 120  # characters of a task's text shown in the task list
+AUDIO_RESPONSE = {
+    200: {"description": "The audio file", "content": {m: {} for m in MEDIA_TYPES.values()}}
+}
+
+
+def _check_step_id(step_id: str) -> None:
+    # The rule of reference ids: no id can name a path, and download_url stays one segment.
+    if not is_valid_reference_id(step_id):
+        raise HTTPException(
+            400,
+            f"Invalid step_id {step_id!r}: use 1-255 letters, digits, '-', '_' or inner spaces",
+        )
 
 
 def _find(request: Request, step_id: str | None) -> Task:
     step_id = step_id or request.query_params.get("step_id")
     if not step_id:
         raise HTTPException(400, "step_id is required")
+    _check_step_id(step_id)
     task = get_state(request).tasks.get(step_id)
     if task is None:
         raise HTTPException(404, f"Task {step_id} not found")
@@ -46,8 +65,12 @@ async def create_task(request: Request) -> Response:
     state = get_state(request)
     req = await parse_body(request, AsyncGenerateRequest)
     check_text(state, req.text)
+    state.service.engine.check_request(synthesis_request(req))  # e.g. a latency it lacks
     await resolve_voice(state, req)  # unknown voice or bad audio: 4xx now, not a failed task
-    payload = ormsgpack.packb(req.model_dump())
+    try:
+        payload = ormsgpack.packb(req.model_dump())
+    except TypeError as exc:  # e.g. an integer beyond 64 bits, which msgpack cannot hold
+        raise HTTPException(400, f"Invalid request: {exc}") from exc
     await run_in_threadpool(state.tasks.create, req.step_id, req.format, payload)
     state.runner.notify()
     return negotiated(
@@ -58,22 +81,42 @@ async def create_task(request: Request) -> Response:
     )
 
 
+def _status_fields(task: Task) -> dict:
+    completed = task.status == "completed"
+    return {
+        "success": True,
+        "step_id": task.step_id,
+        "status": task.status,
+        "created_at": task.created_at,
+        "started_at": task.started_at,
+        "completed_at": task.completed_at,
+        "download_url": f"/download_result/{quote(task.step_id, safe='')}" if completed else None,
+        "error": task.error,
+        "progress": task.reported_progress,
+    }
+
+
 async def _status(request: Request, step_id: str | None) -> Response:
     task = await run_in_threadpool(_find, request, step_id)
-    completed = task.status == "completed"
-    return negotiated(
-        request,
-        TaskStatusResponse(
-            success=True,
-            step_id=task.step_id,
-            status=task.status,
-            created_at=task.created_at,
-            started_at=task.started_at,
-            completed_at=task.completed_at,
-            download_url=f"/download_result/{quote(task.step_id, safe='')}" if completed else None,
-            error=task.error,
-        ),
-    )
+    return negotiated(request, TaskStatusResponse(**_status_fields(task)))
+
+
+def _summary(task: Task) -> TaskSummary:
+    text = ormsgpack.unpackb(task.request).get("text", "")
+    preview = text if len(text) <= TEXT_PREVIEW else text[: TEXT_PREVIEW - 1] + "…"
+    return TaskSummary(**_status_fields(task), format=task.format, text=preview)
+
+
+@router.get(
+    "/v1/tasks",
+    response_model=TaskListResponse,
+    summary="List recent tasks (extension)",
+    description="Not in the Fish Speech API document: the newest tasks first, for the web "
+    "page and dashboards. `limit` is 1-500 (default 50).",
+)
+async def list_tasks(request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Response:
+    tasks = await run_in_threadpool(get_state(request).tasks.recent, limit)
+    return negotiated(request, TaskListResponse(success=True, tasks=[_summary(t) for t in tasks]))
 
 
 @router.get("/get_task_status/{step_id}", response_model=TaskStatusResponse)
@@ -105,12 +148,12 @@ async def _download(request: Request, step_id: str | None) -> Response:
     )
 
 
-@router.get("/download_result/{step_id}")
+@router.get("/download_result/{step_id}", responses=AUDIO_RESPONSE)
 async def download_result(request: Request, step_id: str) -> Response:
     return await _download(request, step_id)
 
 
-@router.get("/download_result")
+@router.get("/download_result", responses=AUDIO_RESPONSE)
 async def download_result_by_query(request: Request) -> Response:
     return await _download(request, None)
 
@@ -123,6 +166,7 @@ async def stop_all(request: Request) -> Response:
 
 @router.post("/stop_async_task/{step_id}", response_model=StopTaskResponse)
 async def stop_one(request: Request, step_id: str) -> Response:
+    _check_step_id(step_id)
     task = await run_in_threadpool(get_state(request).tasks.cancel, step_id)
     if task is None:
         raise HTTPException(404, f"Task {step_id} not found")

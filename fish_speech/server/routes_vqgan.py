@@ -52,7 +52,12 @@ async def encode(request: Request) -> Response:
     req = await parse_body(request, ServeVQGANEncodeRequest)
     if not req.audios:
         raise HTTPException(400, "audios is empty")
-    decoded = await run_in_threadpool(decode_each, req.audios, "audios")
+    # Encoding is how reference prompts are made: the same limits as for references.
+    limit = state.config.max_references
+    if len(req.audios) > limit:
+        raise HTTPException(400, f"audios: {len(req.audios)} given, the limit is {limit}")
+    seconds = state.config.max_reference_seconds
+    decoded = await run_in_threadpool(decode_each, req.audios, "audios", seconds)
     clips = [(clip.samples, clip.sample_rate) for clip in decoded]
     codes = await state.service.run(lambda: codec.encode_batch(clips))
     return negotiated(request, ServeVQGANEncodeResponse(tokens=[c.tolist() for c in codes]))

@@ -10,6 +10,7 @@ from fastapi import HTTPException, Request
 from fish_speech.engine.service import TTSService
 from fish_speech.references.store import ReferenceStore
 from fish_speech.server.config import ServerConfig
+from fish_speech.server.lifecycle import Lifecycle
 from fish_speech.tasks.runner import TaskRunner
 from fish_speech.tasks.store import TaskStore
 
@@ -22,6 +23,7 @@ class AppState:
     store: ReferenceStore
     tasks: TaskStore
     runner: TaskRunner
+    lifecycle: Lifecycle
 
     def require_codec(self) -> Any:
         if self.codec is None:

@@ -2,18 +2,20 @@
 
 A task is written before the client hears "created", so a crash or restart loses no
 accepted task: tasks left ``processing`` by a process that is gone go back to ``pending``
-and run again. Result files are written to a temporary name and renamed into place.
+and run again, as do tasks a process hands back when it shuts down. Result files are
+written to a temporary name and renamed into place; finished tasks expire (retention.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 ACTIVE = ("pending", "processing")
@@ -28,13 +30,25 @@ CREATE TABLE IF NOT EXISTS tasks (
     created_at   REAL NOT NULL,
     started_at   REAL,
     completed_at REAL,
-    error        TEXT
+    error        TEXT,
+    progress     REAL,
+    attempts     INTEGER NOT NULL DEFAULT 0
 )
 """
+# Columns added after the first release, with their definitions, for older data folders.
+_ADDED_COLUMNS = {"progress": "REAL", "attempts": "INTEGER NOT NULL DEFAULT 0"}
+TASK_STATES = ("pending", "processing", "completed", "failed", "cancelled")
+# A task whose runs keep ending in a crash (a request that kills the engine) is given up
+# after this many, instead of crashing every restart of the server.
+MAX_ATTEMPTS = 3
 
 
 class TaskConflict(Exception):
     status_code = 409
+
+
+class ResultWriteError(Exception):
+    """A finished task's audio could not be saved (the task is then ``failed``)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,24 @@ class Task:
     started_at: float | None
     completed_at: float | None
     error: str | None
+    progress: float | None = None  # fraction of the text done, set while processing
+    attempts: int = 0  # runs started; one handed back by a clean shutdown is not counted
+
+    @property
+    def reported_progress(self) -> float:
+        """0-1 for clients: 0 while pending, 1 once completed, else the last recorded value."""
+        if self.status == "completed":
+            return 1.0
+        return self.progress or 0.0
+
+
+# Columns by name, in Task's field order: a migrated table has its columns in another order.
+_SELECT = ", ".join(field.name for field in fields(Task))
+
+
+def _read(db: sqlite3.Connection, step_id: str) -> Task | None:
+    row = db.execute(f"SELECT {_SELECT} FROM tasks WHERE step_id = ?", (step_id,)).fetchone()
+    return Task(*row) if row else None
 
 
 def process_identity(pid: int) -> str | None:
@@ -79,6 +111,10 @@ class TaskStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+            for name, definition in _ADDED_COLUMNS.items():
+                if name not in columns:  # a data folder made before this column existed
+                    db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {definition}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -123,23 +159,59 @@ class TaskStore:
 
     def get(self, step_id: str) -> Task | None:
         with self._connect() as db:
-            row = db.execute("SELECT * FROM tasks WHERE step_id = ?", (step_id,)).fetchone()
-        return Task(*row) if row else None
+            return _read(db, step_id)
+
+    def recent(self, limit: int) -> list[Task]:
+        """The newest ``limit`` tasks, newest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT {_SELECT} FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [Task(*row) for row in rows]
+
+    def count_by_status(self) -> dict[str, int]:
+        counts = dict.fromkeys(TASK_STATES, 0)
+        with self._connect() as db:
+            for status, count in db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status"):
+                counts[status] = count
+        return counts
+
+    def set_progress(self, step_id: str, progress: float) -> None:
+        with self._connect() as db:
+            db.execute(
+                "UPDATE tasks SET progress = ? WHERE step_id = ? AND status = 'processing'",
+                (progress, step_id),
+            )
 
     def claim_next(self, owner: str) -> Task | None:
         """Atomically move the oldest pending task to ``processing`` for ``owner``."""
         with self._transaction() as db:
-            row = db.execute(
-                "SELECT step_id FROM tasks WHERE status = 'pending' ORDER BY created_at LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
+            while True:
+                row = db.execute(
+                    "SELECT step_id, attempts FROM tasks WHERE status = 'pending' "
+                    "ORDER BY created_at LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    return None
+                step_id, attempts = row
+                if attempts < MAX_ATTEMPTS:
+                    break
+                db.execute(
+                    "UPDATE tasks SET status = 'failed', error = ?, completed_at = ? "
+                    "WHERE step_id = ?",
+                    (
+                        f"Gave up after {attempts} attempts: the server crashed or its engine "
+                        "failed during each",
+                        time.time(),
+                        step_id,
+                    ),
+                )
             db.execute(
-                "UPDATE tasks SET status = 'processing', owner = ?, started_at = ? "
-                "WHERE step_id = ?",
-                (owner, time.time(), row[0]),
+                "UPDATE tasks SET status = 'processing', owner = ?, started_at = ?, "
+                "progress = 0, attempts = attempts + 1 WHERE step_id = ?",
+                (owner, time.time(), step_id),
             )
-            return Task(*db.execute("SELECT * FROM tasks WHERE step_id = ?", row).fetchone())
+            return _read(db, step_id)
 
     def finish(self, step_id: str, status: str, error: str | None = None) -> bool:
         """Record the outcome unless the task was cancelled meanwhile (returns False then)."""
@@ -154,13 +226,13 @@ class TaskStore:
     def cancel(self, step_id: str) -> Task | None:
         """Cancel one task if it is still active; returns the task as it was, or None."""
         with self._transaction() as db:
-            row = db.execute("SELECT * FROM tasks WHERE step_id = ?", (step_id,)).fetchone()
-            if row is not None and row[1] in ACTIVE:
+            task = _read(db, step_id)
+            if task is not None and task.status in ACTIVE:
                 db.execute(
                     "UPDATE tasks SET status = 'cancelled', completed_at = ? WHERE step_id = ?",
                     (time.time(), step_id),
                 )
-        return Task(*row) if row else None
+        return task
 
     def cancel_all(self) -> int:
         with self._transaction() as db:
@@ -179,14 +251,69 @@ class TaskStore:
             ).fetchall()
             orphans = [sid for sid, owner in rows if not _owner_alive(owner)]
             db.executemany(
-                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL "
-                "WHERE step_id = ?",
+                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL, "
+                "progress = NULL WHERE step_id = ?",
                 [(sid,) for sid in orphans],
             )
         return orphans
 
+    def requeue(self, step_id: str, owner: str, count_attempt: bool) -> bool:
+        """Put a task this owner is running back in the queue.
+
+        A clean shutdown does not count the run as an attempt; a failed engine does.
+        """
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL, "
+                "attempts = attempts - ? WHERE step_id = ? AND status = 'processing' AND owner = ?",
+                (0 if count_attempt else 1, step_id, owner),
+            )
+            return cursor.rowcount == 1
+
+    def remove_finished_before(self, cutoff: float) -> int:
+        """Delete tasks that finished before ``cutoff`` (Unix time), with their results."""
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT step_id, format FROM tasks "
+                "WHERE status NOT IN ('pending', 'processing') AND completed_at < ?",
+                (cutoff,),
+            ).fetchall()
+            # Inside the write lock, so no new task with a reused id can write its result
+            # between our unlink and the row's deletion.
+            for step_id, fmt in rows:
+                self.result_path(step_id, fmt).unlink(missing_ok=True)
+            db.executemany("DELETE FROM tasks WHERE step_id = ?", [(sid,) for sid, _ in rows])
+        return len(rows)
+
+    def remove_stray_files(self, older_than: float) -> int:
+        """Delete result files no task owns (left by a crash) last touched before a time."""
+        with self._connect() as db:
+            owned = {
+                self.result_path(step_id, fmt).name
+                for step_id, fmt in db.execute("SELECT step_id, format FROM tasks")
+            }
+        removed = 0
+        for path in self.results.iterdir():
+            try:
+                if path.name not in owned and path.stat().st_mtime < older_than:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another process tidied it first
+                continue
+        return removed
+
     def write_result(self, step_id: str, fmt: str, data: bytes) -> None:
+        """Write under a temporary name, flush to disk, then rename: a reader sees the whole
+        file or none. A failure (disk full, read-only folder) leaves nothing behind."""
         final = self.result_path(step_id, fmt)
         partial = final.with_suffix(f".{os.getpid()}.part")
-        partial.write_bytes(data)
-        os.replace(partial, final)
+        try:
+            with open(partial, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise ResultWriteError(f"Could not save the result: {exc}") from exc

@@ -110,3 +110,41 @@ def split_text(text: str, max_length: int = 200) -> list[str]:
     if max_length <= 0:
         return sentences
     return [piece for sentence in sentences for piece in _split_long(sentence, max_length)]
+
+
+def _clauses(piece: str) -> list[str]:
+    return [clause.strip() for clause in _CLAUSES.findall(piece) if clause.strip()]
+
+
+def split_for_latency(text: str, max_length: int, latency: str) -> list[str]:
+    """The pieces an engine speaks one by one for a latency mode.
+
+    ``normal``: sentences (see split_text). ``balanced``: the first sentence is cut at its
+    clause punctuation too, so the first audio comes sooner. ``low``: every sentence is.
+    """
+    pieces = split_text(text, max_length)
+    if latency == "low":
+        return [clause for piece in pieces for clause in _clauses(piece)]
+    if latency == "balanced" and pieces:
+        return [*_clauses(pieces[0]), *pieces[1:]]
+    return pieces
+
+
+def take_finished(buffer: str, max_length: int) -> tuple[list[str], str]:
+    """Split text that is still arriving (token by token) into what can be spoken now and
+    what must wait for more.
+
+    A sentence is finished once text after its end has begun: "3." may still become
+    "3.14" and "etc." may still be followed by a lower-case word. A run with no end that
+    grows past ``max_length`` characters is spoken up to its last clause or word break.
+    """
+    ends = [end for end in _sentence_ends(buffer) if buffer[end:].strip()]
+    cut = ends[-1] if ends else 0
+    ready = split_text(buffer[:cut], max_length)
+    rest = buffer[cut:]
+    if max_length > 0 and len(rest.strip()) > max_length:
+        pieces = split_text(rest, max_length)
+        if len(pieces) > 1:
+            ready += pieces[:-1]
+            rest = rest[rest.rindex(pieces[-1]) :]
+    return ready, rest

@@ -18,13 +18,23 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_serializer,
+    field_validator,
+    model_validator,
 )
+
+from fish_speech.audio.formats import MP3_BITRATES, OPUS_BITRATES, check_sample_rate
 
 REFERENCE_ID_PATTERN = r"^[a-zA-Z0-9\-_ ]+$"
 _REFERENCE_ID_RE = re.compile(r"[a-zA-Z0-9\-_ ]{1,255}")
 
-AudioFormat = Literal["wav", "pcm", "mp3"]
+AudioFormat = Literal["wav", "pcm", "mp3", "opus", "flac"]
+# normal: one segment per sentence; balanced and low trade prosody for earlier audio
+# (what each engine does with them is in its /v1/health capabilities).
+LatencyMode = Literal["normal", "balanced", "low"]
+Mp3Bitrate = Literal[MP3_BITRATES]
+OpusBitrate = Literal[OPUS_BITRATES]
 TaskStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
 
 
@@ -33,7 +43,8 @@ def describe_validation_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False):
         where = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
     return "Invalid request: " + "; ".join(parts)
 
 
@@ -51,6 +62,18 @@ def _check_reference_id(value: object) -> object:
 
 
 ReferenceId = Annotated[str, BeforeValidator(_check_reference_id)]
+
+
+def _check_step_id(value: object) -> object:
+    # Task ids follow the reference id rule (UUIDs and numeric timestamps fit it).
+    if isinstance(value, str) and not is_valid_reference_id(value):
+        raise ValueError(
+            "step_id must be 1-255 characters of letters, digits, '-', '_' or inner spaces"
+        )
+    return value
+
+
+StepId = Annotated[str, BeforeValidator(_check_step_id)]
 
 
 def _decode_base64_audio(value: object) -> object:
@@ -74,7 +97,38 @@ class ServeReferenceAudio(BaseModel):
         return f"ServeReferenceAudio(text={self.text!r}, audio=<{len(self.audio)} bytes>)"
 
 
-class GenerationFields(BaseModel):
+class NullMeansDefault(BaseModel):
+    """An explicit null for a field that has a default means that default.
+
+    The legacy Fish Audio SDK sends every field, ``None`` included (``"prosody": null``).
+    Required fields stay required: a null there is still an error.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_to_defaults(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {
+            key: value
+            for key, value in data.items()
+            if value is not None
+            or key not in fields
+            or fields[key].is_required()
+            or fields[key].default is None
+        }
+
+
+class Prosody(NullMeansDefault):
+    """Post-processing of the hosted Fish API, applied to any engine's output."""
+
+    speed: Annotated[float, Field(ge=0.5, le=2.0)] = 1.0  # pitch-preserving time stretch
+    volume: Annotated[float, Field(ge=-20.0, le=20.0)] = 0.0  # gain in dB
+    normalize_loudness: bool = False  # each segment to the same loudness (BS.1770)
+
+
+class GenerationFields(NullMeansDefault):
     """Fields shared by /v1/tts and the async task route."""
 
     text: str
@@ -87,16 +141,29 @@ class GenerationFields(BaseModel):
     top_p: Annotated[float, Field(ge=0.1, le=1.0)] = 0.8
     repetition_penalty: Annotated[float, Field(ge=0.9, le=2.0)] = 1.1
     temperature: Annotated[float, Field(ge=0.1, le=1.0)] = 0.8
+    latency: LatencyMode = "normal"
 
 
 class ServeTTSRequest(GenerationFields):
     format: AudioFormat = "wav"
     streaming: bool = False
     max_new_tokens: Annotated[int, Field(ge=0)] = 1024
+    # Fields of the hosted Fish Audio API (its SDKs send them); None: the format's default.
+    sample_rate: int | None = None
+    mp3_bitrate: Mp3Bitrate = 128  # kbps
+    opus_bitrate: OpusBitrate = 32  # kbps or bit/s; -1000 lets the encoder choose
+    prosody: Prosody | None = None
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _sample_rate_fits_format(cls, rate: int | None, info: ValidationInfo) -> int | None:
+        if rate is not None and "format" in info.data:  # format is validated first
+            check_sample_rate(info.data["format"], rate)
+        return rate
 
 
 class AsyncGenerateRequest(GenerationFields):
-    step_id: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    step_id: StepId
     format: AudioFormat = "mp3"
     max_new_tokens: Annotated[int, Field(ge=0)] = 2048
 
@@ -178,6 +245,20 @@ class TaskStatusResponse(BaseModel):
     completed_at: float | None = None
     download_url: str | None = None
     error: str | None = None
+    # Extension: fraction of the text done, 0-1 (0 while pending, 1 once completed).
+    progress: float = 0.0
+
+
+class TaskSummary(TaskStatusResponse):
+    """A task as GET /v1/tasks lists it (an extension of the API)."""
+
+    format: str
+    text: str  # the start of the task's text
+
+
+class TaskListResponse(BaseModel):
+    success: bool
+    tasks: list[TaskSummary]
 
 
 class StopTaskResponse(BaseModel):
@@ -190,3 +271,11 @@ class HealthResponse(BaseModel):
     status: str = "ok"
     engine: str | None = None
     capabilities: dict | None = None
+    # running, waiting, slots_total, slots_free; batching engines add the decode step time.
+    load: dict | None = None
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    status: str  # "ready"; 503 replies say why not in "detail"
+    engine: str | None = None

@@ -27,6 +27,7 @@ from fish_speech.engine.base import (
     Engine,
     ReferenceAudio,
     SynthesisRequest,
+    with_progress,
 )
 from fish_speech.engine.embedded.espeak import EspeakSynth
 from fish_speech.engine.embedded.voice_match import (
@@ -35,7 +36,7 @@ from fish_speech.engine.embedded.voice_match import (
     apply_profile,
     combine_profiles,
 )
-from fish_speech.text import is_speakable, normalize_text, split_runs, split_text
+from fish_speech.text import is_speakable, normalize_text, split_for_latency, split_runs
 
 # Language code (from fish_speech.text.script) -> eSpeak NG voice name.
 ESPEAK_VOICES: dict[str, str] = {
@@ -69,6 +70,8 @@ _EDGE_THRESHOLD = 0.01
 _EDGE_MARGIN_S = 0.05
 _RUN_GAP_S = 0.1
 _SENTENCE_PAUSE_S = 0.25
+_SENTENCE_ENDS = frozenset(".!?。！？；…")
+_CLOSERS = "\"'”’»)]}」』）】"
 
 LIMITATIONS = [
     "Latin-script text is read as US English, whatever its language.",
@@ -110,6 +113,11 @@ def _silence(seconds: float) -> np.ndarray:
 class EmbeddedEngine(Engine):
     name = "embedded"
     voice_match = "approximate"
+    latency_modes = {
+        "normal": "one segment per sentence",
+        "balanced": "the first sentence is cut at its commas, so the first audio comes sooner",
+        "low": "every sentence is cut at its commas: earliest audio, choppier prosody",
+    }
 
     def __init__(
         self,
@@ -158,6 +166,7 @@ class EmbeddedEngine(Engine):
             "han_language": self._han_language,
             "voice_match": self.voice_match,
             "streaming": True,
+            "latency": self.latency_modes,
             "sample_rate": OUTPUT_SAMPLE_RATE,
             "limitations": LIMITATIONS,
         }
@@ -194,7 +203,8 @@ class EmbeddedEngine(Engine):
     def synthesize(self, request: SynthesisRequest, cancel: CancelToken) -> Iterator[AudioSegment]:
         text = normalize_text(request.text) if request.normalize else request.text
         profile = combine_profiles(request.prompts)
-        for sentence in split_text(text, request.chunk_length):
+        pieces_of_text = split_for_latency(text, request.chunk_length, request.latency)
+        for sentence, progress in with_progress(pieces_of_text):
             cancel.raise_if_cancelled()
             pieces: list[np.ndarray] = []
             for run in split_runs(sentence, self._han_language):
@@ -210,5 +220,7 @@ class EmbeddedEngine(Engine):
                     pieces.append(_silence(_RUN_GAP_S))
                 pieces.append(_level(audio))
             if pieces:
-                pieces.append(_silence(_SENTENCE_PAUSE_S))
-                yield AudioSegment(np.concatenate(pieces).astype(np.float32))
+                # A piece cut inside a sentence (a clause) gets a shorter pause.
+                ends_sentence = sentence.rstrip(_CLOSERS)[-1:] in _SENTENCE_ENDS
+                pieces.append(_silence(_SENTENCE_PAUSE_S if ends_sentence else _RUN_GAP_S))
+                yield AudioSegment(np.concatenate(pieces).astype(np.float32), progress=progress)

@@ -25,8 +25,9 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
 
 
 class Text2Semantic:
-    """A loaded model with its tokenizer. One generation runs at a time (the KV cache is
-    shared), so concurrent calls are serialised.
+    """A loaded model with its tokenizer. ``generate`` runs one generation at a time in KV
+    cache slot 0, so concurrent calls are serialised; the batching engine
+    (``fish_speech.engine.fish``) runs many at once on the same model instead.
 
     With ``compile`` the per-frame decode step is compiled (Inductor; CUDA graphs on CUDA)
     on the first generation, which takes minutes for S1-mini. The compiled step attends to
@@ -41,7 +42,6 @@ class Text2Semantic:
         self.tokenizer = tokenizer
         self.config: DualARConfig = model.config
         self.num_codebooks = self.config.num_codebooks
-        self.max_seq_len = self.config.max_seq_len
         self.device = model.embeddings.weight.device
         self._lock = threading.Lock()
         self._compiled_step = None
@@ -50,6 +50,10 @@ class Text2Semantic:
             self._compiled_step = torch.compile(
                 decode_step, fullgraph=True, mode="reduce-overhead" if on_cuda else None
             )
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.model.max_seq_len
 
     def build_prompt(
         self,
@@ -111,8 +115,17 @@ def load_text2semantic(
     device: str = "cpu",
     dtype: torch.dtype | None = None,
     compile: bool = False,
+    cache_slots: int = 1,
+    max_seq_len: int | None = None,
 ) -> Text2Semantic:
     """Load an official checkpoint folder (config.json, model.pth, tokenizer.tiktoken,
-    special_tokens.json). Raises ``CheckpointError`` for missing files, tensors or shapes."""
-    model, tokenizer = load_model(checkpoint_dir, device, dtype or default_dtype(device))
+    special_tokens.json). Raises ``CheckpointError`` for missing files, tensors or shapes.
+
+    The KV cache holds ``cache_slots`` sequences (a batching engine uses them; ``generate``
+    uses slot 0) of ``max_seq_len`` positions, by default the checkpoint's context. A
+    shorter context saves memory; prompts keep the checkpoint's length rule, and generation
+    stops when the shorter context is full."""
+    model, tokenizer = load_model(
+        checkpoint_dir, device, dtype or default_dtype(device), cache_slots, max_seq_len
+    )
     return Text2Semantic(model, tokenizer, compile=compile)

@@ -79,8 +79,11 @@ def load_model(
     checkpoint_dir: str | Path,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    cache_slots: int = 1,
+    max_seq_len: int | None = None,
 ) -> tuple[DualARTransformer, FishTokenizer]:
-    """Load config, tokenizer and weights; the model is ready for generation (caches set up)."""
+    """Load config, tokenizer and weights; the model is ready for generation, with caches for
+    ``cache_slots`` sequences of ``max_seq_len`` positions (default: the checkpoint's)."""
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {folder}")
@@ -107,5 +110,5 @@ def load_model(
     state = check_state_dict(model, normalize_state_dict(raw))
     model.load_state_dict(state, assign=True)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    model.setup_caches()
+    model.setup_caches(cache_slots, max_seq_len)
     return model, tokenizer

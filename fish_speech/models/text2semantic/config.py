@@ -107,8 +107,3 @@ class DualARConfig:
         if unknown:
             logger.warning("config.json: ignoring unknown keys %s", ", ".join(unknown))
         return cls(**{k: v for k, v in data.items() if k in known})
-
-    @property
-    def kv_cache_len(self) -> int:
-        """Rows of the slow KV cache: the context rounded up to a multiple of 8."""
-        return math.ceil(self.max_seq_len / 8) * 8

@@ -4,12 +4,20 @@ the codebooks of each frame.
 Module and parameter names mirror the original checkpoint's state_dict exactly. The model
 does no I/O; it needs :meth:`DualARTransformer.setup_caches` before the first forward.
 
-Attention reads a static, pre-allocated KV cache (gpt-fast style). Two ways to read it:
+Attention reads a static, pre-allocated KV cache (gpt-fast style) of ``slots`` sequences.
+Two ways to read it:
 
-* ``kv_len=n`` (eager): attend only to the first ``n`` cache rows. A decode step then costs
+* ``kv_len=n`` (eager): attend only to the first ``n`` positions. A decode step then costs
   time proportional to the filled prefix, not to the whole context.
-* ``kv_len=None`` (static shapes, for torch.compile): attend to every cache row and hide
-  rows past the query position with a causal mask.
+* ``kv_len=None`` (static shapes, for torch.compile): attend to every position and hide
+  positions past the query's with a causal mask.
+
+Batches: batch row ``b`` uses cache slot ``rows + b`` (``rows`` an int: a dense range, read
+as a view) or ``rows[b]`` (an index tensor, read by a gather). Positions are either shared,
+``input_pos`` of shape (S,) for every row (prefill, batch-1 decode), or per row,
+``input_pos`` of shape (B, 1) for a batched decode step of sequences at different lengths;
+each row then sees only its own filled prefix through a mask, and the read stops at the
+longest prefix in the batch.
 
 Grouped-query attention never copies K/V: the query heads that share a KV head are folded
 into extra query rows of that head, so SDPA sees ``n_local_heads`` heads.
@@ -40,29 +48,60 @@ def rope_table(positions: int, head_dim: int, base: float) -> Tensor:
 
 
 def apply_rope(x: Tensor, table: Tensor) -> Tensor:
-    """Rotate interleaved pairs (x[2j], x[2j+1]); x is (B, S, heads, hd), table (S, hd/2, 2)."""
+    """Rotate interleaved pairs (x[2j], x[2j+1]); x is (B, S, heads, hd), table (S, hd/2, 2)
+    shared by the rows or (B, S, hd/2, 2) per row."""
+    if table.ndim == 3:
+        table = table[None]
     pairs = x.float().unflatten(-1, (-1, 2))
-    cos = table[None, :, None, :, 0].float()
-    sin = table[None, :, None, :, 1].float()
+    cos = table[:, :, None, :, 0].float()
+    sin = table[:, :, None, :, 1].float()
     a, b = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1)
     return rotated.flatten(-2).type_as(x)
 
 
+CacheRows = int | Tensor
+"""The cache slots of a batch's rows: the first of a dense range (an int, so compiled code
+sees the batch size only as a shape) or one slot index per row (an index tensor (B,))."""
+
+
 class KVCache(nn.Module):
     def __init__(
-        self, batch: int, length: int, kv_heads: int, head_dim: int, dtype: torch.dtype
+        self, slots: int, length: int, kv_heads: int, head_dim: int, dtype: torch.dtype
     ) -> None:
         super().__init__()
-        shape = (batch, kv_heads, length, head_dim)
+        shape = (slots, kv_heads, length, head_dim)
         # Non-persistent: run-time state, never part of a checkpoint.
         self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
 
-    def update(self, input_pos: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        self.k_cache.index_copy_(2, input_pos, k)
-        self.v_cache.index_copy_(2, input_pos, v)
-        return self.k_cache, self.v_cache
+    def update(
+        self, rows: CacheRows, input_pos: Tensor, k: Tensor, v: Tensor, kv_len: int | None
+    ) -> tuple[Tensor, Tensor]:
+        """Write k, v (B, heads, S, hd) at ``input_pos`` of slots ``rows``; return those slots'
+        first ``kv_len`` positions (all with None)."""
+        batch = k.shape[0]
+        view = slice(rows, rows + batch) if isinstance(rows, int) else rows
+        if input_pos.ndim == 1 and isinstance(rows, int):
+            self.k_cache[view].index_copy_(2, input_pos, k)
+            self.v_cache[view].index_copy_(2, input_pos, v)
+        elif isinstance(rows, int):
+            # Row b writes its one position: a scatter along the positions of the view
+            # (an order of magnitude cheaper than index_put with two index tensors).
+            index = input_pos[:, None, :, None].expand_as(k)
+            self.k_cache[view].scatter_(2, index, k)
+            self.v_cache[view].scatter_(2, index, v)
+        else:
+            slots = rows[:, None]
+            positions = input_pos if input_pos.ndim == 2 else input_pos[None]
+            self.k_cache[slots, :, positions] = k.transpose(1, 2)
+            self.v_cache[slots, :, positions] = v.transpose(1, 2)
+        # Slice the positions before picking rows, so a gather copies only the prefix.
+        return self.k_cache[:, :, :kv_len][view], self.v_cache[:, :, :kv_len][view]
+
+    def copy_slot(self, source: int, target: int, length: int) -> None:
+        self.k_cache[target, :, :length] = self.k_cache[source, :, :length]
+        self.v_cache[target, :, :length] = self.v_cache[source, :, :length]
 
 
 class Attention(nn.Module):
@@ -90,7 +129,13 @@ class Attention(nn.Module):
         self.kv_cache: KVCache | None = None
 
     def forward(
-        self, x: Tensor, rope: Tensor, input_pos: Tensor, kv_len: int | None, mask: Tensor | None
+        self,
+        x: Tensor,
+        rope: Tensor,
+        input_pos: Tensor,
+        kv_len: int | None,
+        mask: Tensor | None,
+        rows: CacheRows,
     ) -> Tensor:
         bsz, seqlen, _ = x.shape
         q_size = self.n_head * self.head_dim
@@ -106,17 +151,17 @@ class Attention(nn.Module):
         k = apply_rope(k, rope)
 
         assert self.kv_cache is not None, "call setup_caches() before running the model"
-        keys, values = self.kv_cache.update(input_pos, k.transpose(1, 2), v.transpose(1, 2))
-        if kv_len is not None:
-            keys, values = keys[:, :, :kv_len], values[:, :, :kv_len]
+        keys, values = self.kv_cache.update(
+            rows, input_pos, k.transpose(1, 2), v.transpose(1, 2), kv_len
+        )
 
         # Query head h uses KV head h // group (repeat-interleave order), so the group's query
         # heads are consecutive: fold them into the row axis instead of copying K/V.
         group = self.n_head // self.n_local_heads
         q = q.view(bsz, seqlen, self.n_local_heads, group, self.head_dim)
         q = q.permute(0, 2, 3, 1, 4).reshape(bsz, self.n_local_heads, group * seqlen, -1)
-        if mask is not None:
-            mask = mask.repeat(group, 1)
+        if mask is not None and mask.ndim == 2:
+            mask = mask.repeat(group, 1)  # (S, L) -> one copy per folded query head
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         y = y.view(bsz, self.n_local_heads, group, seqlen, self.head_dim)
         y = y.permute(0, 3, 1, 2, 4).reshape(bsz, seqlen, q_size)
@@ -143,15 +188,23 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = RMSNorm(dim, eps)
 
     def forward(
-        self, x: Tensor, rope: Tensor, input_pos: Tensor, kv_len: int | None, mask: Tensor | None
+        self,
+        x: Tensor,
+        rope: Tensor,
+        input_pos: Tensor,
+        kv_len: int | None,
+        mask: Tensor | None,
+        rows: CacheRows,
     ) -> Tensor:
-        h = x + self.attention(self.attention_norm(x), rope, input_pos, kv_len, mask)
+        h = x + self.attention(self.attention_norm(x), rope, input_pos, kv_len, mask, rows)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
 def _causal_mask(input_pos: Tensor, kv_len: int) -> Tensor:
-    """(S, kv_len) boolean mask: the query at absolute position p sees cache rows 0..p."""
-    return torch.arange(kv_len, device=input_pos.device)[None, :] <= input_pos[:, None]
+    """Boolean mask: the query at absolute position p sees cache positions 0..p. Shared
+    positions (S,) give (S, kv_len); per-row positions (B, 1) give (B, 1, 1, kv_len)."""
+    mask = torch.arange(kv_len, device=input_pos.device) <= input_pos[..., None]
+    return mask if input_pos.ndim == 1 else mask[:, None]
 
 
 class DualARTransformer(nn.Module):
@@ -214,27 +267,50 @@ class DualARTransformer(nn.Module):
 
         self.rope: Tensor | None = None
         self.fast_rope: Tensor | None = None
+        self.cache_len = 0
 
-    def setup_caches(self, batch: int = 1) -> None:
-        """Allocate KV caches and RoPE tables on the parameters' device and dtype.
-
-        Call after the weights are loaded and the model is moved/cast.
+    def setup_caches(self, slots: int = 1, max_seq_len: int | None = None) -> None:
+        """Allocate KV caches for ``slots`` sequences of up to ``max_seq_len`` positions (the
+        checkpoint's context by default, and at most that) and the RoPE tables, on the
+        parameters' device and dtype. Call after the weights are loaded and the model is
+        moved/cast.
         """
         c = self.config
         weight = self.embeddings.weight
         device, dtype = weight.device, weight.dtype
+        context = min(max_seq_len or c.max_seq_len, c.max_seq_len)
+        # Rounded up to a multiple of 8, as the original sizes its cache.
+        self.cache_len = math.ceil(context / 8) * 8
         with torch.device(device):
             for layer in self.layers:
                 layer.attention.kv_cache = KVCache(
-                    batch, c.kv_cache_len, c.n_local_heads, c.head_dim, dtype
+                    slots, self.cache_len, c.n_local_heads, c.head_dim, dtype
                 )
+            # The fast cache holds one frame per batch row, whatever the row's slot.
             for layer in self.fast_layers:
                 layer.attention.kv_cache = KVCache(
-                    batch, c.num_codebooks, c.fast_n_local_heads, c.fast_head_dim, dtype
+                    slots, c.num_codebooks, c.fast_n_local_heads, c.fast_head_dim, dtype
                 )
         # The bf16-rounded tables are cast once more to the run dtype (fp16 rounds again).
-        self.rope = rope_table(c.kv_cache_len, c.head_dim, c.rope_base).to(device, dtype)
+        self.rope = rope_table(self.cache_len, c.head_dim, c.rope_base).to(device, dtype)
         self.fast_rope = rope_table(c.num_codebooks, c.fast_head_dim, c.rope_base).to(device, dtype)
+
+    @property
+    def cache_slots(self) -> int:
+        """Sequences the KV cache holds (0 before setup_caches)."""
+        cache = self.layers[0].attention.kv_cache if len(self.layers) else None
+        return 0 if cache is None else cache.k_cache.shape[0]
+
+    @property
+    def max_seq_len(self) -> int:
+        """Positions one sequence may use: the checkpoint's context, or the shorter one the
+        caches were set up for."""
+        return min(self.config.max_seq_len, self.cache_len)
+
+    def copy_slot(self, source: int, target: int, length: int) -> None:
+        """Copy the first ``length`` cached positions of one slot into another."""
+        for layer in self.layers:
+            layer.attention.kv_cache.copy_slot(source, target, length)
 
     def embed(self, tokens: Tensor) -> Tensor:
         """(B, C+1, S) ids -> (B, S, D): token embedding plus, at semantic positions, the sum
@@ -255,31 +331,39 @@ class DualARTransformer(nn.Module):
         input_pos: Tensor,
         kv_len: int | None,
         return_all: bool = False,
+        rows: CacheRows = 0,
+        last: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Run the slow transformer over ``tokens`` (B, C+1, S) at absolute ``input_pos`` (S,).
+        """Run the slow transformer over ``tokens`` (B, C+1, S) at absolute ``input_pos``
+        ((S,) shared, or (B, 1) per row with S = 1) in cache slots ``rows`` (see the module
+        docstring; slots 0..B-1 by default).
 
         Returns ``(logits, hidden)`` for the last position (every position with
-        ``return_all``): logits over the vocabulary and the un-normalized final residual
-        stream projected into the fast width.
+        ``return_all``; position ``last[b]`` of row b when given): logits over the vocabulary
+        and the un-normalized final residual stream projected into the fast width.
         """
         assert self.rope is not None, "call setup_caches() before running the model"
         x = self.embed(tokens)
-        if kv_len is None:
-            mask = _causal_mask(input_pos, self.config.kv_cache_len)
+        if kv_len is None or input_pos.ndim == 2:
+            mask = _causal_mask(input_pos, self.cache_len if kv_len is None else kv_len)
         else:
             # A single query at the newest position sees the whole prefix: no mask needed.
             mask = None if tokens.shape[-1] == 1 else _causal_mask(input_pos, kv_len)
         rope = self.rope[input_pos]
         for layer in self.layers:
-            x = layer(x, rope, input_pos, kv_len, mask)
-        if not return_all:
+            x = layer(x, rope, input_pos, kv_len, mask, rows)
+        if last is not None:
+            # Right-padded prompts of several lengths: row b's last real position.
+            x = x[torch.arange(x.shape[0], device=x.device), last][:, None]
+        elif not return_all:
             x = x[:, -1:]
         normed = self.norm(x)
         head = self.embeddings.weight if self.config.tie_word_embeddings else self.output.weight
         return F.linear(normed, head), self.fast_project_in(x)
 
     def fast_hidden(self, x: Tensor, position: int) -> Tensor:
-        """Run the fast blocks for one position of the current frame: x (B, 1, fD).
+        """Run the fast blocks for one position of the current frame: x (B, 1, fD), every row
+        at the same position (the fast cache is per batch row, not per slot).
 
         Position 0 takes the slow hidden state, position k >= 1 the embedding of code k-1.
         Earlier positions of the same frame must already be in the fast cache.
@@ -288,7 +372,7 @@ class DualARTransformer(nn.Module):
         input_pos = torch.tensor([position], device=x.device)
         rope = self.fast_rope[position : position + 1]
         for layer in self.fast_layers:
-            x = layer(x, rope, input_pos, position + 1, None)
+            x = layer(x, rope, input_pos, position + 1, None, 0)
         return x
 
     def forward_fast(self, x: Tensor, position: int, width: int | None = None) -> Tensor:
