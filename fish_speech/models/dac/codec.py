@@ -10,6 +10,7 @@ import soxr
 import torch
 
 from .model import CodecModel
+from .streaming import DecodeStream, StreamingDecoder
 
 
 class Codec:
@@ -34,6 +35,7 @@ class Codec:
         self.max_frames: int | None = min(limits) if limits else None
         if self.max_frames is not None and self.max_frames < 2:
             raise ValueError("max_frames must be at least 2")
+        self._streaming = StreamingDecoder(model)
 
     # -- encode ---------------------------------------------------------------------------
 
@@ -161,6 +163,23 @@ class Codec:
             grid = np.minimum(grid, np.uint64(np.iinfo(np.int64).max))
         limits = np.asarray(self.codebook_sizes, dtype=np.int64)[:, None] - 1
         return np.minimum(grid.astype(np.int64), limits)
+
+    # -- streams --------------------------------------------------------------------------
+
+    def new_stream(self) -> DecodeStream:
+        """State for decoding one code stream piece by piece (see decode_pieces)."""
+        return self._streaming.new_stream()
+
+    def decode_pieces(
+        self, streams: Sequence[DecodeStream], pieces: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        """Float32 audio of each stream's next piece of codes (num_codebooks, frames), in one
+        batched pass. The pieces of a stream join to what decode() gives for all its codes
+        (within float rounding); streams have no length limit. Codes are checked and
+        clamped as in decode()."""
+        grids = [torch.from_numpy(self._check_codes(piece)) for piece in pieces]
+        audio = self._streaming.decode(list(streams), grids)
+        return [samples.float().cpu().numpy() for samples in audio]
 
     def _decode_long(self, grid: np.ndarray) -> np.ndarray:
         hop = self.model.decode_hop_length
