@@ -17,6 +17,7 @@ from fish_speech.engine.base import (
     ReferenceAudio,
     SynthesisRequest,
 )
+from fish_speech.models.precision import cpu_description, resolve_dtype
 from fish_speech.models.text2semantic import Text2Semantic, load_text2semantic
 from fish_speech.text.normalize import normalize_text
 from fish_speech.text.split import split_text
@@ -28,6 +29,14 @@ class FishPrompt:
 
     text: str
     codes: np.ndarray  # (num_codebooks, frames)
+
+
+def model_dtype(device: str, precision: str, half: bool) -> torch.dtype:
+    """``--half`` keeps its meaning: float16 instead of bfloat16 on a GPU, when no precision
+    is named; on CPU it is ignored (float16 matmuls are slow there)."""
+    if half and precision == "auto" and torch.device(device).type != "cpu":
+        return torch.float16
+    return resolve_dtype(device, precision)
 
 
 class FishEngine(Engine):
@@ -48,10 +57,22 @@ class FishEngine(Engine):
 
     @classmethod
     def load(
-        cls, checkpoint_dir: Path, codec: Any, device: str, half: bool, compile: bool
+        cls,
+        checkpoint_dir: Path,
+        codec: Any,
+        device: str,
+        half: bool,
+        compile: bool,
+        precision: str = "auto",
+        quantize: str | None = None,
     ) -> FishEngine:
-        dtype = torch.float16 if half and device != "cpu" else None  # None: bf16 on GPU
-        model = load_text2semantic(checkpoint_dir, device=device, dtype=dtype, compile=compile)
+        model = load_text2semantic(
+            checkpoint_dir,
+            device=device,
+            dtype=model_dtype(device, precision, half),
+            compile=compile,
+            quantize=quantize,
+        )
         if compile:
             # Compile now, before the server accepts requests, not during the first one.
             model.generate("Hello world.", max_new_tokens=4, seed=0)
@@ -64,6 +85,9 @@ class FishEngine(Engine):
             "num_codebooks": self.model.num_codebooks,
             "context_length": self.model.max_seq_len,
             "device": str(self.model.device),
+            "precision": str(self.model.dtype).removeprefix("torch."),
+            "quantization": self.model.quantization,
+            **(cpu_description() if self.model.device.type == "cpu" else {}),
             "voice_match": self.voice_match,
             "streaming": True,
             "sample_rate": self.codec.sample_rate,

@@ -35,6 +35,8 @@ def load_models(
     device: str,
     half: bool,
     compile: bool,
+    precision: str = "auto",
+    quantize: str | None = None,
 ) -> LoadedModels:
     codec = None
     if decoder_path is not None:
@@ -52,9 +54,22 @@ def load_models(
         from fish_speech.engine.fish import FishEngine
 
         engine: Engine = FishEngine.load(
-            llama_path, codec, device=device, half=half, compile=compile
+            llama_path,
+            codec,
+            device=device,
+            half=half,
+            compile=compile,
+            precision=precision,
+            quantize=quantize,
         )
-        log.info("Fish engine ready: %s on %s", llama_path, device)
+        caps = engine.capabilities()
+        log.info(
+            "Fish engine ready: %s on %s (%s, weights %s)",
+            llama_path,
+            device,
+            caps["precision"],
+            caps["quantization"] or "float",
+        )
     else:
         from fish_speech.engine.embedded import load_embedded_engine
 

@@ -74,6 +74,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             config.device,
             config.half,
             config.compile,
+            precision=config.precision,
+            quantize=config.quantize,
         )
         service = TTSService(models.engine)
         references = ReferenceStore(Path(config.references_dir))
