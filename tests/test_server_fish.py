@@ -49,6 +49,7 @@ def test_health_reports_fish_engine(fish_server):
     # The default precision follows the CPU: bf16 only where it has native bf16.
     native_bf16 = cpu_has_native_bf16()
     assert caps["precision"] == ("bfloat16" if native_bf16 else "float32")
+    assert caps["codec_decode_precision"] == caps["precision"]
     assert caps["quantization"] is None
     assert native_bf16 == bool({"avx512_bf16", "amx_bf16"} & set(caps["cpu_flags"]))
 
@@ -70,6 +71,7 @@ def test_int8_float32_server_speaks_and_says_so(tmp_path_factory):
     try:
         caps = proc.request("GET", "/v1/health").json()["capabilities"]
         assert (caps["precision"], caps["quantization"]) == ("float32", "int8")
+        assert caps["codec_decode_precision"] == "float32"
         body = {"text": "Hello world.", "max_new_tokens": 8, "seed": 2}
         response = proc.request("POST", "/v1/tts", json=body)
         assert response.status_code == 200, response.text

@@ -43,7 +43,13 @@ class FishEngine(Engine):
     name = "fish"
     voice_match = "in-context"
 
-    def __init__(self, model: Text2Semantic, codec: Any, checkpoint: str) -> None:
+    def __init__(
+        self,
+        model: Text2Semantic,
+        codec: Any,
+        checkpoint: str,
+        decode_dtype: torch.dtype | None = None,
+    ) -> None:
         if model.num_codebooks != codec.num_codebooks:
             raise ValueError(
                 f"the text model writes {model.num_codebooks} codebooks but the codec reads "
@@ -54,6 +60,10 @@ class FishEngine(Engine):
         self.model = model
         self.codec = codec
         self.checkpoint = checkpoint
+        # Speech is decoded in the engine's precision, as the original's TTS path does (its
+        # autocast); /v1/vqgan/decode keeps the codec's float32. Made now, not per request.
+        self.decode_dtype = decode_dtype or codec.dtype
+        codec.decode_model(self.decode_dtype)
 
     @classmethod
     def load(
@@ -66,17 +76,14 @@ class FishEngine(Engine):
         precision: str = "auto",
         quantize: str | None = None,
     ) -> FishEngine:
+        dtype = model_dtype(device, precision, half)
         model = load_text2semantic(
-            checkpoint_dir,
-            device=device,
-            dtype=model_dtype(device, precision, half),
-            compile=compile,
-            quantize=quantize,
+            checkpoint_dir, device=device, dtype=dtype, compile=compile, quantize=quantize
         )
         if compile:
             # Compile now, before the server accepts requests, not during the first one.
             model.generate("Hello world.", max_new_tokens=4, seed=0)
-        return cls(model, codec, str(checkpoint_dir))
+        return cls(model, codec, str(checkpoint_dir), decode_dtype=dtype)
 
     def capabilities(self) -> dict[str, Any]:
         return {
@@ -87,6 +94,7 @@ class FishEngine(Engine):
             "device": str(self.model.device),
             "precision": str(self.model.dtype).removeprefix("torch."),
             "quantization": self.model.quantization,
+            "codec_decode_precision": str(self.decode_dtype).removeprefix("torch."),
             **(cpu_description() if self.model.device.type == "cpu" else {}),
             "voice_match": self.voice_match,
             "streaming": True,
@@ -119,4 +127,5 @@ class FishEngine(Engine):
             cancel.raise_if_cancelled()
             if codes.shape[1] == 0:
                 continue
-            yield AudioSegment(self.codec.decode(codes).astype(np.float32))
+            audio = self.codec.decode(codes, self.decode_dtype)
+            yield AudioSegment(audio.astype(np.float32))
