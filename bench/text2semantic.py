@@ -2,7 +2,12 @@
 random weights (no checkpoint needed), eager and optionally torch.compile'd.
 
     python bench/text2semantic.py [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+                                  [--quantize int8] [--compare-float32]
                                   [--compile | --compile-only] [--prompt-len 256] [--frames 16]
+
+``--dtype`` defaults to what the server picks (bfloat16 on CUDA and on CPUs with native bf16,
+else float32). ``--compare-float32`` first runs a float32 eager model in the same process
+(then frees it) and reports the speed-up over it, so both figures share the run conditions.
 
 Prints one JSON object. One decode step produces one frame (one slow token plus the
 residual codes), so frames/s equals the original's "tokens/sec". The bounds divide the
@@ -23,6 +28,8 @@ import time
 
 import torch
 
+from fish_speech.models.precision import cpu_description, resolve_dtype
+from fish_speech.models.quantize import quantize
 from fish_speech.models.text2semantic.config import DualARConfig
 from fish_speech.models.text2semantic.generation import SamplingParams, decode_step
 from fish_speech.models.text2semantic.model import RESIDUAL_CODEBOOK_SIZE, DualARTransformer
@@ -66,8 +73,11 @@ TEXT_VOCAB = 151643
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def build_model(device: str, dtype: torch.dtype) -> DualARTransformer:
-    config = DualARConfig.from_dict(S1_MINI)
+def build_model(
+    device: str, dtype: torch.dtype, quantization: str | None = None, max_seq_len: int = 8192
+) -> DualARTransformer:
+    """S1-mini with random weights (the same for every call), quantised if asked."""
+    config = DualARConfig.from_dict(S1_MINI | {"max_seq_len": max_seq_len})
     with torch.device("meta"):
         model = DualARTransformer(config, SEMANTIC_BEGIN, SEMANTIC_END)
     model = model.to_empty(device=device).to(dtype).eval().requires_grad_(False)
@@ -79,7 +89,7 @@ def build_model(device: str, dtype: torch.dtype) -> DualARTransformer:
             else:
                 p.normal_(0.0, config.initializer_range, generator=gen)
     model.setup_caches()
-    return model
+    return quantize(model, quantization)
 
 
 def step_weight_bytes(model: DualARTransformer) -> int:
@@ -87,15 +97,16 @@ def step_weight_bytes(model: DualARTransformer) -> int:
     blocks run once per codebook, the fast head (first 1024 rows) once per residual book."""
 
     def size(module: torch.nn.Module) -> int:
-        return sum(p.numel() * p.element_size() for p in module.parameters())
+        # The state dict holds float and int8 weights (and scales), never the KV caches.
+        return sum(t.nbytes for t in module.state_dict().values())
 
     c = model.config
-    head = model.embeddings if c.tie_word_embeddings else model.output
+    head = model.embeddings if model.output is None else model.output
     slow = size(model.layers) + size(model.norm) + size(head) + size(model.fast_project_in)
     fast = size(model.fast_layers) + size(model.fast_norm)
     rows = min(RESIDUAL_CODEBOOK_SIZE, c.codebook_size)
-    fast_head = model.fast_output.weight[:rows]
-    return slow + c.num_codebooks * fast + (c.num_codebooks - 1) * fast_head.nbytes
+    fast_head = size(model.fast_output) * rows // c.codebook_size
+    return slow + c.num_codebooks * fast + (c.num_codebooks - 1) * fast_head
 
 
 def read_bandwidth(device: str) -> tuple[float, float]:
@@ -175,20 +186,34 @@ def run(model, device: str, prompt_len: int, frames: int, step_fn, static: bool)
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=DTYPES, default=None, help="default: bf16 on CUDA, else fp32")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="default: the server's choice")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 weight-only linears")
+    p.add_argument(
+        "--compare-float32", action="store_true", help="also run float32 eager, side by side"
+    )
     p.add_argument("--compile", action="store_true", help="also run the compiled step")
     p.add_argument("--compile-only", action="store_true", help="run only the compiled step")
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--frames", type=int, default=12, help="decode steps to run (>= 4)")
     args = p.parse_args()
-    dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    dtype = DTYPES[args.dtype] if args.dtype else resolve_dtype(args.device)
+    dtype_name = str(dtype).removeprefix("torch.")
 
-    model = build_model(args.device, DTYPES[dtype_name])
+    baseline = None
+    if args.compare_float32:
+        # Built, timed and freed before the model under test, so the two never share memory.
+        reference = build_model(args.device, torch.float32)
+        baseline = run(reference, args.device, args.prompt_len, args.frames, decode_step, False)
+        del reference
+
+    model = build_model(args.device, dtype, args.quantize)
     weight_bytes = step_weight_bytes(model)
     bandwidth, gemv_bandwidth = read_bandwidth(args.device)
     result = {
         "device": args.device,
         "dtype": dtype_name,
+        "quantize": args.quantize,
+        **(cpu_description() if args.device == "cpu" else {}),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         # Other processes on the same cores slow every figure (busy-waiting OpenMP threads
@@ -217,6 +242,14 @@ def main() -> None:
                 result[mode][f"fraction_of_{bound}_bound"] = round(
                     fps / result[f"{bound}_bound_frames_per_s"], 3
                 )
+    if baseline is not None:
+        result["float32_eager"] = baseline
+        if "eager" in result:
+            result["eager"]["speedup_vs_float32"] = round(
+                result["eager"]["decode_frames_per_s"] / baseline["decode_frames_per_s"], 2
+            )
+    # Read at the end too: a load that rose during the run explains a disturbed figure.
+    result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
 
 
