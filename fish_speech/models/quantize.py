@@ -6,10 +6,10 @@ channel (symmetric, ``scale = max |row| / 127``); activations stay in the model'
 Decoding reads every weight once per frame, so a quarter of float32's bytes is the point.
 
 The decode matmul is PyTorch's own ``aten._weight_int8pack_mm`` on CPU, which is vectorised
-for bfloat16 activations only, so int8 pairs with bf16 on CPU. Elsewhere (CUDA, float32
-activations, prefill, shapes that kernel gets wrong) the weight is dequantised inside the
-matmul expression, which Inductor fuses into one kernel under ``torch.compile`` (how
-gpt-fast runs int8 on CUDA).
+for bfloat16 inputs only: a float32 model rounds the input of each int8 matmul to bf16 (and
+its output back) during decode. Elsewhere (CUDA, prefill, shapes that kernel gets wrong) the
+weight is dequantised inside the matmul expression, which Inductor fuses into one kernel
+under ``torch.compile`` (how gpt-fast runs int8 on CUDA).
 """
 
 from __future__ import annotations
@@ -33,13 +33,17 @@ _PACKED_MAX_ROWS = 8
 
 
 def quantize_per_channel(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """(int8 weight, float32 scales (out,)) with ``weight ~= int8 * scales[:, None]``."""
+    """(int8 weight, float32 scales (out,)) with ``weight ~= int8 * scales[:, None]``.
+
+    The scales are rounded to bfloat16 values before quantising, so the bf16 kernel and the
+    float path dequantise to exactly the same weights.
+    """
     rows = []
     scales = []
     for chunk in weight.split(_CHUNK_ROWS):
         chunk = chunk.float()
+        scale = (chunk.abs().amax(dim=1) / 127).bfloat16().float()
         # A zero row gets scale 1 (any scale represents it exactly), never a division by 0.
-        scale = chunk.abs().amax(dim=1) / 127
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         rows.append(torch.round(chunk / scale[:, None]).clamp_(-127, 127).to(torch.int8))
         scales.append(scale)
@@ -50,13 +54,13 @@ def packed_kernel_fits(x: Tensor, weight: Tensor) -> bool:
     """Whether ``aten._weight_int8pack_mm`` should take the product of 2-D ``x`` and ``weight``.
 
     On x86 only its bfloat16 path is vectorised (float32 and float16 run a scalar loop, slower
-    than dequantising). That path (torch 2.13, AVX2 and AVX-512 builds alike) steps 16
-    columns at a time with aligned loads: it returns garbage or crashes unless the reduction
-    length is a multiple of 16, so other shapes take the dequantising expression.
+    than dequantising), so it is called with bf16 inputs whatever the model dtype. That path
+    (torch 2.13, AVX2 and AVX-512 builds alike) steps 16 columns at a time with aligned
+    loads: it returns garbage or crashes unless the reduction length is a multiple of 16, so
+    other shapes take the dequantising expression.
     """
     return (
         x.device.type == "cpu"
-        and x.dtype == torch.bfloat16
         and x.shape[0] <= _PACKED_MAX_ROWS
         and weight.shape[1] % 16 == 0
         and hasattr(torch.ops.aten, "_weight_int8pack_mm")
@@ -73,19 +77,25 @@ class Int8Linear(nn.Module):
         self.in_features = weight.shape[1]
         self.out_features = weight.shape[0]
         self.register_buffer("weight", int8)
-        # Scales and bias in the activation dtype: the packed kernel requires it.
+        # bf16-valued, so casting the model to any float dtype keeps them exact.
         self.register_buffer("scales", scales.to(weight.dtype))
+        # The packed kernel wants scales in its input dtype, bf16; a copy saves a cast per call.
+        self.register_buffer("bf16_scales", scales.bfloat16())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     def forward(self, x: Tensor, rows: int | None = None) -> Tensor:
-        weight, scales = self.weight[:rows], self.scales[:rows]
+        weight = self.weight[:rows]
         flat = x.reshape(-1, self.in_features)
         if packed_kernel_fits(flat, weight):
-            if not flat.is_contiguous() or flat.data_ptr() % 64:
-                flat = flat.clone(memory_format=torch.contiguous_format)  # aligned rows
-            out = torch.ops.aten._weight_int8pack_mm(flat, weight, scales)
+            # A new bf16 buffer is aligned and contiguous, as the kernel's loads require.
+            if flat.dtype != torch.bfloat16:
+                flat = flat.bfloat16()
+            elif not flat.is_contiguous() or flat.data_ptr() % 64:
+                flat = flat.clone(memory_format=torch.contiguous_format)
+            scales = self.bf16_scales[:rows]
+            out = torch.ops.aten._weight_int8pack_mm(flat, weight, scales).to(x.dtype)
         else:
-            out = F.linear(flat, weight.to(flat.dtype)) * scales
+            out = F.linear(flat, weight.to(flat.dtype)) * self.scales[:rows]
         if self.bias is not None:
             out = out + self.bias[:rows]
         return out.view(*x.shape[:-1], out.shape[-1])
