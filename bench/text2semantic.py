@@ -27,9 +27,10 @@ import os
 import time
 
 import torch
+import torch.nn.functional as F
 
 from fish_speech.models.precision import cpu_description, resolve_dtype
-from fish_speech.models.quantize import quantize
+from fish_speech.models.quantize import Int8Linear, quantize
 from fish_speech.models.text2semantic.config import DualARConfig
 from fish_speech.models.text2semantic.generation import SamplingParams, decode_step
 from fish_speech.models.text2semantic.model import RESIDUAL_CODEBOOK_SIZE, DualARTransformer
@@ -109,21 +110,29 @@ def step_weight_bytes(model: DualARTransformer) -> int:
     return slow + c.num_codebooks * fast + (c.num_codebooks - 1) * fast_head
 
 
+def _rate(fn, nbytes: int, device: str) -> float:
+    fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        fn()
+    sync(device)
+    return 5 * nbytes / (time.perf_counter() - t0)
+
+
 def read_bandwidth(device: str) -> tuple[float, float]:
     """Bytes/s streaming a 1 GiB float32 matrix: by a plain sum (the memory limit) and by a
     vector-matrix product (what decode's matmuls can reach on this machine)."""
     w = torch.ones(2**18, 2**10, device=device)
     x = torch.ones(1, 2**10, device=device)
-    rates = []
-    for fn in (w.sum, lambda: torch.nn.functional.linear(x, w)):
-        fn()
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(5):
-            fn()
-        sync(device)
-        rates.append(5 * w.nbytes / (time.perf_counter() - t0))
-    return rates[0], rates[1]
+    return _rate(w.sum, w.nbytes, device), _rate(lambda: F.linear(x, w), w.nbytes, device)
+
+
+def int8_read_bandwidth(device: str) -> float:
+    """Bytes/s of int8 weights that the int8 layers' vector-matrix product streams (512 MiB)."""
+    layer = Int8Linear(torch.ones(2**19, 2**10, device=device, dtype=torch.bfloat16))
+    x = torch.ones(1, 2**10, device=device, dtype=torch.bfloat16)
+    return _rate(lambda: layer(x), layer.weight.nbytes, device)
 
 
 def sync(device: str) -> None:
@@ -230,6 +239,11 @@ def main() -> None:
         "bandwidth_bound_frames_per_s": round(bandwidth / weight_bytes, 3),
         "gemv_bound_frames_per_s": round(gemv_bandwidth / weight_bytes, 3),
     }
+    if args.quantize == "int8":
+        # The int8 kernel may stream weights slower than float32's: its own bound.
+        int8_bandwidth = int8_read_bandwidth(args.device)
+        result["int8_gemv_bandwidth_GBps"] = round(int8_bandwidth / 1e9, 2)
+        result["int8_gemv_bound_frames_per_s"] = round(int8_bandwidth / weight_bytes, 3)
     if not args.compile_only:
         result["eager"] = run(model, args.device, args.prompt_len, args.frames, decode_step, False)
     if args.compile or args.compile_only:
