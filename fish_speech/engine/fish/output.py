@@ -29,8 +29,9 @@ class OutputStage(Protocol):
 
 
 class AudioOutput:
-    def __init__(self, codec: Any) -> None:
+    def __init__(self, codec: Any, dtype: Any = None) -> None:
         self.codec = codec  # fish_speech.models.dac.Codec
+        self.dtype = dtype  # the precision speech is decoded in (None: the codec's own)
         # (sequence, its chunk's codes, the request's progress once the chunk is spoken)
         self._pending: list[tuple[Sequence, np.ndarray, float]] = []
         self.decode_s = 0.0  # total codec time so far
@@ -55,7 +56,7 @@ class AudioOutput:
         if not live:
             return
         started = time.perf_counter()
-        audio = self.codec.decode_batch([codes for _, codes, _ in live])
+        audio = self.codec.decode_batch([codes for _, codes, _ in live], self.dtype)
         self.decode_s += time.perf_counter() - started
         for (seq, codes, progress), samples in zip(live, audio, strict=True):
             self.decoded_audio_s += len(samples) / self.codec.sample_rate

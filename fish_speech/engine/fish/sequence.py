@@ -13,7 +13,6 @@ from fish_speech.engine.base import SegmentSink
 from fish_speech.models.text2semantic.generation import DecodeState, SamplingParams
 from fish_speech.utils.cancel import CancelToken
 
-
 # What torch.Generator.manual_seed takes; checked when a request is submitted, since a bad
 # seed found inside the engine loop would take every other request down with it.
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
