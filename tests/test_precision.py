@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fish_speech.engine.fish import model_dtype
+from fish_speech.engine.fish.engine import model_dtype
 from fish_speech.models import precision
 
 
