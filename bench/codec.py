@@ -1,24 +1,31 @@
 """Codec speed on modded_dac_vq-sized random weights; prints JSON with real-time factors.
 
-    python bench/codec.py [--device cpu|cuda] [--seconds 10] [--repeats 3] [--dtype float32]
+    python bench/codec.py [--device cpu|cuda] [--seconds 10] [--repeats 3]
+                          [--decode-dtype float32 --decode-dtype bfloat16 ...]
 
 A real-time factor (RTF) is wall time divided by audio duration: below 1 is faster than real
 time. `*_rtf` uses the median run, `*_rtf_best` the fastest. Weights are random, so only
-the timings mean anything, not the audio.
+the timings mean anything, not the audio. The model is float32 and encodes in float32 (as
+the server does); `decode_*` is the float32 decode, `decode_<dtype>_*` a decode in another
+precision, timed in the same run. By default bfloat16 is added where the server would
+decode speech in it (CUDA, CPUs with native bf16).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 import torch
 
 from fish_speech.models.dac import Codec, load_config
 from fish_speech.models.dac.model import CodecModel
+from fish_speech.models.precision import cpu_description, resolve_dtype
 
 
 def _time(fn, repeats: int) -> dict[str, float]:
@@ -41,13 +48,20 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--decode-dtype", action="append", choices=["bfloat16", "float16"], default=None
+    )
     args = parser.parse_args()
+    if args.decode_dtype is None:
+        speech = resolve_dtype(args.device)
+        args.decode_dtype = [] if speech == torch.float32 else [str(speech).removeprefix("torch.")]
 
     torch.manual_seed(0)
     build_start = time.perf_counter()
     model = CodecModel(load_config("modded_dac_vq")).eval().requires_grad_(False)
-    codec = Codec(model.to(device=args.device, dtype=getattr(torch, args.dtype)))
+    codec = Codec(model.to(device=args.device))
+    for name in args.decode_dtype:
+        codec.decode_model(getattr(torch, name))  # the cast copy is made before timing
     build_s = time.perf_counter() - build_start
 
     rng = np.random.default_rng(0)
@@ -56,26 +70,33 @@ def main() -> None:
     audio = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
     codes = codec.encode(audio, codec.sample_rate)
 
-    encode = _time(lambda: codec.encode(audio, codec.sample_rate), args.repeats)
-    decode = _time(lambda: codec.decode(codes), args.repeats)
+    timings = [
+        ("encode", _time(lambda: codec.encode(audio, codec.sample_rate), args.repeats)),
+        ("decode", _time(lambda: codec.decode(codes), args.repeats)),
+    ]
+    for name in args.decode_dtype:
+        decode = partial(codec.decode, codes, getattr(torch, name))
+        timings.append((f"decode_{name}", _time(decode, args.repeats)))
     decoded_seconds = codes.shape[1] * codec.hop_length / codec.sample_rate
     report = {
         "device": args.device,
-        "dtype": args.dtype,
+        "dtype": "float32",
+        **(cpu_description() if args.device == "cpu" else {}),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "torch_threads": torch.get_num_threads(),
         "audio_seconds": args.seconds,
         "frames": codes.shape[1],
         "parameters": sum(p.numel() for p in model.parameters()),
         "build_seconds": round(build_s, 2),
     }
-    for name, timing, seconds in (
-        ("encode", encode, args.seconds),
-        ("decode", decode, decoded_seconds),
-    ):
+    for name, timing in timings:
+        seconds = args.seconds if name == "encode" else decoded_seconds
         report[f"{name}_seconds"] = round(timing["median"], 3)
         report[f"{name}_cpu_seconds"] = round(timing["cpu"], 3)
         report[f"{name}_rtf"] = round(timing["median"] / seconds, 4)
         report[f"{name}_rtf_best"] = round(timing["best"] / seconds, 4)
+    report["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
 
 

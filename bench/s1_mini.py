@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from fish_speech.models.quantize import quantize
 from fish_speech.models.text2semantic.config import DualARConfig
 from fish_speech.models.text2semantic.model import DualARTransformer
 
@@ -62,9 +63,17 @@ def _randomize(name: str, tensor: torch.Tensor, gen: torch.Generator, std: float
         tensor.normal_(0.0, std, generator=gen)
 
 
-def build_model(device: str, dtype: torch.dtype) -> DualARTransformer:
-    """The model in memory, caches set up for one sequence of the full context."""
-    config = DualARConfig.from_dict(S1_MINI)
+def build_model(
+    device: str,
+    dtype: torch.dtype,
+    quantization: str | None = None,
+    max_seq_len: int | None = None,
+) -> DualARTransformer:
+    """The model in memory (the same weights every call), caches set up for one sequence of
+    ``max_seq_len`` positions (default: the full context), quantised if asked."""
+    config = DualARConfig.from_dict(
+        S1_MINI | {"max_seq_len": max_seq_len or S1_MINI["max_seq_len"]}
+    )
     with torch.device("meta"):
         model = DualARTransformer(config, SEMANTIC_BEGIN, SEMANTIC_END)
     model = model.to_empty(device=device).to(dtype).eval().requires_grad_(False)
@@ -73,7 +82,7 @@ def build_model(device: str, dtype: torch.dtype) -> DualARTransformer:
         for name, p in model.named_parameters():
             _randomize(name, p, gen, config.initializer_range)
     model.setup_caches()
-    return model
+    return quantize(model, quantization)
 
 
 def write_checkpoint(folder: Path) -> Path:

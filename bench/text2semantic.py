@@ -3,8 +3,13 @@
 the batched decode step the serving engine runs (frames/s of all rows together).
 
     python bench/text2semantic.py [--device cpu|cuda] [--dtype float32|bfloat16|float16]
+                                  [--quantize int8] [--compare-float32]
                                   [--compile | --compile-only] [--prompt-len 256] [--frames 16]
                                   [--batch 1,8]
+
+``--dtype`` defaults to what the server picks (bfloat16 on CUDA and on CPUs with native bf16,
+else float32). ``--compare-float32`` first runs a float32 eager model in the same process
+(then frees it) and reports the speed-up over it, so both figures share the run conditions.
 
 Prints one JSON object. One decode step produces one frame (one slow token plus the
 residual codes), so frames/s equals the original's "tokens/sec". The bounds divide the
@@ -24,8 +29,11 @@ import os
 import time
 
 import torch
+import torch.nn.functional as F
 from s1_mini import TEXT_VOCAB, build_model
 
+from fish_speech.models.precision import cpu_description, resolve_dtype
+from fish_speech.models.quantize import Int8Linear
 from fish_speech.models.text2semantic.generation import (
     SamplingParams,
     decode_rows,
@@ -42,15 +50,26 @@ def step_weight_bytes(model: DualARTransformer) -> int:
     blocks run once per codebook, the fast head (first 1024 rows) once per residual book."""
 
     def size(module: torch.nn.Module) -> int:
-        return sum(p.numel() * p.element_size() for p in module.parameters())
+        # The state dict holds float and int8 weights (and scales), never the KV caches.
+        return sum(t.nbytes for t in module.state_dict().values())
 
     c = model.config
-    head = model.embeddings if c.tie_word_embeddings else model.output
+    head = model.embeddings if model.output is None else model.output
     slow = size(model.layers) + size(model.norm) + size(head) + size(model.fast_project_in)
     fast = size(model.fast_layers) + size(model.fast_norm)
     rows = min(RESIDUAL_CODEBOOK_SIZE, c.codebook_size)
-    fast_head = model.fast_output.weight[:rows]
-    return slow + c.num_codebooks * fast + (c.num_codebooks - 1) * fast_head.nbytes
+    fast_head = size(model.fast_output) * rows // c.codebook_size
+    return slow + c.num_codebooks * fast + (c.num_codebooks - 1) * fast_head
+
+
+def _rate(fn, nbytes: int, device: str) -> float:
+    fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        fn()
+    sync(device)
+    return 5 * nbytes / (time.perf_counter() - t0)
 
 
 def read_bandwidth(device: str) -> tuple[float, float]:
@@ -58,16 +77,14 @@ def read_bandwidth(device: str) -> tuple[float, float]:
     vector-matrix product (what decode's matmuls can reach on this machine)."""
     w = torch.ones(2**18, 2**10, device=device)
     x = torch.ones(1, 2**10, device=device)
-    rates = []
-    for fn in (w.sum, lambda: torch.nn.functional.linear(x, w)):
-        fn()
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(5):
-            fn()
-        sync(device)
-        rates.append(5 * w.nbytes / (time.perf_counter() - t0))
-    return rates[0], rates[1]
+    return _rate(w.sum, w.nbytes, device), _rate(lambda: F.linear(x, w), w.nbytes, device)
+
+
+def int8_read_bandwidth(device: str) -> float:
+    """Bytes/s of int8 weights that the int8 layers' vector-matrix product streams (512 MiB)."""
+    layer = Int8Linear(torch.ones(2**19, 2**10, device=device, dtype=torch.bfloat16))
+    x = torch.ones(1, 2**10, device=device, dtype=torch.bfloat16)
+    return _rate(lambda: layer(x), layer.weight.nbytes, device)
 
 
 def sync(device: str) -> None:
@@ -99,10 +116,10 @@ def run(model, device: str, prompt_len: int, frames: int, step_fn, static: bool)
     prefill_s = time.perf_counter() - t0
 
     window = torch.zeros((c.num_codebooks + 1, 16), dtype=torch.long, device=device)
-    times = []
+    times, cpu_times = [], []
     for i in range(frames):
         pos = prompt_len + i
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         frame = step_fn(
             model,
             frame.view(1, -1, 1),
@@ -114,9 +131,12 @@ def run(model, device: str, prompt_len: int, frames: int, step_fn, static: bool)
         ).clone()
         sync(device)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - cpu0)
     # The first compiled steps include compilation; report it apart and time the rest.
     warm = 2 if static else 1
     steady = times[warm:]
+    # Process CPU time (all threads) is less skewed than wall time by other processes.
+    steady_cpu = cpu_times[warm:]
     return {
         "prefill_tokens": prompt_len,
         "prefill_s": round(prefill_s, 4),
@@ -124,6 +144,7 @@ def run(model, device: str, prompt_len: int, frames: int, step_fn, static: bool)
         "decode_frames_timed": len(steady),
         "decode_s_per_frame": round(sum(steady) / len(steady), 4),
         "decode_frames_per_s": round(len(steady) / sum(steady), 3),
+        "decode_cpu_s_per_frame": round(sum(steady_cpu) / len(steady_cpu), 4),
     }
 
 
@@ -183,7 +204,11 @@ def run_batches(model, device: str, prompt_len: int, frames: int, batches: list[
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=DTYPES, default=None, help="default: bf16 on CUDA, else fp32")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="default: the server's choice")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="int8 weight-only linears")
+    p.add_argument(
+        "--compare-float32", action="store_true", help="also run float32 eager, side by side"
+    )
     p.add_argument("--compile", action="store_true", help="also run the compiled step")
     p.add_argument("--compile-only", action="store_true", help="run only the compiled step")
     p.add_argument("--prompt-len", type=int, default=256)
@@ -194,14 +219,24 @@ def main() -> None:
         help="also time batched decode steps at these batch sizes, e.g. 1,8 (eager)",
     )
     args = p.parse_args()
-    dtype_name = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    dtype = DTYPES[args.dtype] if args.dtype else resolve_dtype(args.device)
+    dtype_name = str(dtype).removeprefix("torch.")
 
-    model = build_model(args.device, DTYPES[dtype_name])
+    baseline = None
+    if args.compare_float32:
+        # Built, timed and freed before the model under test, so the two never share memory.
+        reference = build_model(args.device, torch.float32)
+        baseline = run(reference, args.device, args.prompt_len, args.frames, decode_step, False)
+        del reference
+
+    model = build_model(args.device, dtype, args.quantize)
     weight_bytes = step_weight_bytes(model)
     bandwidth, gemv_bandwidth = read_bandwidth(args.device)
     result = {
         "device": args.device,
         "dtype": dtype_name,
+        "quantize": args.quantize,
+        **(cpu_description() if args.device == "cpu" else {}),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         # Other processes on the same cores slow every figure (busy-waiting OpenMP threads
@@ -214,6 +249,11 @@ def main() -> None:
         "bandwidth_bound_frames_per_s": round(bandwidth / weight_bytes, 3),
         "gemv_bound_frames_per_s": round(gemv_bandwidth / weight_bytes, 3),
     }
+    if args.quantize == "int8":
+        # The int8 kernel may stream weights slower than float32's: its own bound.
+        int8_bandwidth = int8_read_bandwidth(args.device)
+        result["int8_gemv_bandwidth_GBps"] = round(int8_bandwidth / 1e9, 2)
+        result["int8_gemv_bound_frames_per_s"] = round(int8_bandwidth / weight_bytes, 3)
     if not args.compile_only:
         result["eager"] = run(model, args.device, args.prompt_len, args.frames, decode_step, False)
     if args.compile or args.compile_only:
@@ -233,6 +273,14 @@ def main() -> None:
     if args.batch:
         batches = [int(b) for b in args.batch.split(",")]
         result["batched"] = run_batches(model, args.device, args.prompt_len, args.frames, batches)
+    if baseline is not None:
+        result["float32_eager"] = baseline
+        if "eager" in result:
+            result["eager"]["speedup_vs_float32"] = round(
+                result["eager"]["decode_frames_per_s"] / baseline["decode_frames_per_s"], 2
+            )
+    # Read at the end too: a load that rose during the run explains a disturbed figure.
+    result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
 
 

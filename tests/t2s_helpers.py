@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fish_speech.models.text2semantic import Text2Semantic, load_text2semantic
 
@@ -22,7 +23,7 @@ LOGIT_TOL = 1e-4
 @functools.cache
 def tiny() -> Text2Semantic:
     """The tiny checkpoint in float32 on CPU, loaded once per test session."""
-    return load_text2semantic(TINY, device="cpu")
+    return load_text2semantic(TINY, device="cpu", dtype=torch.float32)
 
 
 def reference_codes() -> np.ndarray:

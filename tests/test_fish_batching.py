@@ -29,13 +29,14 @@ GREEDY = 1e-9  # top_p that keeps only the best entry
 
 @pytest.fixture(scope="module")
 def t2s():
-    """A tiny model with 6 KV slots (its own, so other tests' slot 0 is not disturbed)."""
-    return load_text2semantic(TINY, cache_slots=6)
+    """A tiny model with 6 KV slots (its own, so other tests' slot 0 is not disturbed), in
+    float32: exact row-by-row equality is the float32 promise (bf16 logits tie too often)."""
+    return load_text2semantic(TINY, dtype=torch.float32, cache_slots=6)
 
 
 @pytest.fixture(scope="module")
 def alone():
-    return load_text2semantic(TINY)
+    return load_text2semantic(TINY, dtype=torch.float32)
 
 
 class CodesOutput:
@@ -249,7 +250,11 @@ def test_waiting_queue_is_bounded_and_tasks_bypass_it(t2s):
 
 def test_engine_thread_death_fails_every_request_and_is_reported(monkeypatch):
     engine = FishEngine(
-        load_text2semantic(TINY), load_codec_tiny(), "tiny", max_batch_size=1, output=CodesOutput()
+        load_text2semantic(TINY, dtype=torch.float32),
+        load_codec_tiny(),
+        "tiny",
+        max_batch_size=1,
+        output=CodesOutput(),
     )
     try:
 

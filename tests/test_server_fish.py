@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TESTVECTORS, assert_speech, decode_wav, launch_server, make_wav_bytes
+from fish_speech.models.precision import cpu_has_native_bf16
 
 TINY_S1 = TESTVECTORS / "tiny-s1"
 TINY_CODEC = TESTVECTORS / "tiny-codec"
@@ -45,7 +46,41 @@ def msgpack_post(server, path: str, body: dict):
 def test_health_reports_fish_engine(fish_server):
     body = fish_server.request("GET", "/v1/health").json()
     assert body["engine"] == "fish"
-    assert body["capabilities"]["voice_match"] == "in-context"
+    caps = body["capabilities"]
+    assert caps["voice_match"] == "in-context"
+    # The default precision follows the CPU: bf16 only where it has native bf16.
+    native_bf16 = cpu_has_native_bf16()
+    assert caps["precision"] == ("bfloat16" if native_bf16 else "float32")
+    assert caps["codec_decode_precision"] == caps["precision"]
+    assert caps["quantization"] is None
+    assert native_bf16 == bool({"avx512_bf16", "amx_bf16"} & set(caps["cpu_flags"]))
+
+
+def test_int8_float32_server_speaks_and_says_so(tmp_path_factory):
+    proc = launch_server(
+        tmp_path_factory.mktemp("fish-int8"),
+        "--llama-checkpoint-path",
+        str(TINY_S1),
+        "--decoder-checkpoint-path",
+        str(TINY_CODEC / "codec.pth"),
+        "--decoder-config-name",
+        str(TINY_CODEC / "config.json"),
+        "--quantize",
+        "int8",
+        "--precision",
+        "float32",
+    )
+    try:
+        caps = proc.request("GET", "/v1/health").json()["capabilities"]
+        assert (caps["precision"], caps["quantization"]) == ("float32", "int8")
+        assert caps["codec_decode_precision"] == "float32"
+        body = {"text": "Hello world.", "max_new_tokens": 8, "seed": 2}
+        response = proc.request("POST", "/v1/tts", json=body)
+        assert response.status_code == 200, response.text
+        samples, rate = decode_wav(response.content)
+        assert_speech(samples, rate, min_seconds=HOP / 44100)
+    finally:
+        proc.stop()
 
 
 def test_tts_decodes_generated_codes(fish_server):

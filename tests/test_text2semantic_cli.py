@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from t2s_helpers import REF_TEXT, S1, TEXT, TINY
 
+from conftest import server_env
 from fish_speech.models.text2semantic.inference import parse_args
 
 
@@ -25,6 +26,8 @@ def test_cli_writes_recorded_greedy_codes(tmp_path):
         str(TINY),
         "--device",
         "cpu",
+        "--precision",
+        "float32",
         "--max-new-tokens",
         "16",
         "--top-p",
@@ -34,7 +37,8 @@ def test_cli_writes_recorded_greedy_codes(tmp_path):
         "--seed",
         "42",
     ]
-    subprocess.run(cmd, cwd=tmp_path, check=True, timeout=120)
+    # server_env puts this checkout first on the path (cwd is elsewhere).
+    subprocess.run(cmd, cwd=tmp_path, env=server_env(), check=True, timeout=120)
     codes = np.load(tmp_path / "codes_0.npy")
     expected = np.load(S1 / "generate_greedy.npz")["codes_generate_long"]
     np.testing.assert_array_equal(codes, expected)

@@ -56,7 +56,7 @@ def t2s(tmp_path_factory):
     gen = torch.Generator().manual_seed(3)
     state = {k: torch.randn(v.shape, generator=gen) * 0.3 for k, v in model.state_dict().items()}
     torch.save(state, folder / "model.pth")
-    return load_text2semantic(folder)
+    return load_text2semantic(folder, dtype=torch.float32)
 
 
 def test_derived_sizes_and_keys(t2s):

@@ -38,6 +38,8 @@ def load_models(
     max_batch_size: int | None = None,
     max_seq_len: int | None = None,
     max_queue: int = 32,
+    precision: str = "auto",
+    quantize: str | None = None,
 ) -> LoadedModels:
     """The engine and codec the settings ask for. ``max_batch_size`` (None: sized from free
     memory), ``max_seq_len`` (None: the checkpoint's) and ``max_queue`` shape the Fish
@@ -66,8 +68,17 @@ def load_models(
             max_batch_size=max_batch_size,
             max_seq_len=max_seq_len,
             max_queue=max_queue,
+            precision=precision,
+            quantize=quantize,
         )
-        log.info("Fish engine ready: %s on %s", llama_path, device)
+        caps = engine.capabilities()
+        log.info(
+            "Fish engine ready: %s on %s (%s, weights %s)",
+            llama_path,
+            device,
+            caps["precision"],
+            caps["quantization"] or "float",
+        )
     else:
         from fish_speech.engine.embedded import load_embedded_engine
 

@@ -134,6 +134,8 @@ def load_configured_models(config: ServerConfig) -> LoadedModels:
         config.max_batch_size,
         config.max_seq_len,
         config.max_queue,
+        precision=config.precision,
+        quantize=config.quantize,
     )
 
 

@@ -9,6 +9,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fish_speech.models.precision import PRECISIONS, QUANTIZATIONS
+
 DEFAULT_LLAMA_PATH = "checkpoints/openaudio-s1-mini"
 DEFAULT_DECODER_PATH = "checkpoints/openaudio-s1-mini/codec.pth"
 CONFIG_ENV = "FISH_SPEECH_SERVER_CONFIG"
@@ -30,6 +32,8 @@ class ServerConfig:
     device: str = "cuda"
     half: bool = False
     compile: bool = False
+    precision: str = "auto"
+    quantize: str | None = None
     max_text_length: int = 0
     workers: int = 1
     api_key: str | None = None
@@ -107,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda", help="cuda, cpu, ... (falls back to cpu)")
     p.add_argument("--half", action="store_true", help="float16 instead of bfloat16 on GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="model float dtype; auto: bfloat16 on GPU (float16 with --half) and on CPUs "
+        "with native bf16 (AMX or AVX-512 bf16), else float32",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        default=None,
+        help="store the text model's linear weights as int8 (weight-only, per channel)",
+    )
     p.add_argument(
         "--max-text-length", type=int, default=0, help="reject longer text (0 = no limit)"
     )
@@ -200,6 +217,8 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         device=args.device,
         half=args.half,
         compile=args.compile,
+        precision=args.precision,
+        quantize=args.quantize,
         max_text_length=args.max_text_length,
         workers=args.workers,
         api_key=args.api_key,

@@ -30,6 +30,7 @@ from fish_speech.engine.fish.prompts import ContextPrompts
 from fish_speech.engine.fish.scheduler import Reservation, Scheduler
 from fish_speech.engine.fish.sequence import Sequence
 from fish_speech.engine.sinks import BlockingSink
+from fish_speech.models.precision import cpu_description, resolve_dtype
 from fish_speech.models.text2semantic import SamplingParams, Text2Semantic, load_text2semantic
 from fish_speech.text.normalize import normalize_text
 from fish_speech.text.split import split_text
@@ -45,6 +46,14 @@ class FishPrompt:
 
     text: str
     codes: np.ndarray  # (num_codebooks, frames)
+
+
+def model_dtype(device: str, precision: str, half: bool) -> torch.dtype:
+    """``--half`` keeps its meaning: float16 instead of bfloat16 on a GPU, when no precision
+    is named; on CPU it is ignored (float16 matmuls are slow there)."""
+    if half and precision == "auto" and torch.device(device).type != "cpu":
+        return torch.float16
+    return resolve_dtype(device, precision)
 
 
 class FishEngine(BatchingEngine):
@@ -65,6 +74,7 @@ class FishEngine(BatchingEngine):
         max_queue: int = DEFAULT_MAX_QUEUE,
         compile: bool = False,
         output: OutputStage | None = None,
+        decode_dtype: torch.dtype | None = None,
     ) -> None:
         if model.num_codebooks != codec.num_codebooks:
             raise ValueError(
@@ -76,6 +86,10 @@ class FishEngine(BatchingEngine):
         self.model = model
         self.codec = codec
         self.checkpoint = checkpoint
+        # Speech is decoded in the engine's precision, as the original's TTS path does (its
+        # autocast); /v1/vqgan/decode keeps the codec's float32. Made now, not per request.
+        self.decode_dtype = decode_dtype or codec.dtype
+        codec.decode_model(self.decode_dtype)
         dtype = model.model.embeddings.weight.dtype
         self.slot_bytes = kv_bytes_per_slot(model.config, model.max_seq_len, dtype)
         slots = max_batch_size or default_slots(self.slot_bytes, model.device)
@@ -90,7 +104,7 @@ class FishEngine(BatchingEngine):
         )
         self.scheduler = Scheduler(SlotPool(model.model, slots), max_queue)
         self.runner = ModelRunner(model, compile=compile)
-        self.output = output or AudioOutput(codec)
+        self.output = output or AudioOutput(codec, self.decode_dtype)
         self.loop = EngineLoop(self.scheduler, self.runner, self.output)
         self.loop.start()
 
@@ -105,13 +119,23 @@ class FishEngine(BatchingEngine):
         max_batch_size: int | None = None,
         max_seq_len: int | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        precision: str = "auto",
+        quantize: str | None = None,
     ) -> FishEngine:
-        dtype = torch.float16 if half and device != "cpu" else None  # None: bf16 on GPU
+        dtype = model_dtype(device, precision, half)
         # One slot first: the pool is sized from the memory left once the weights are in.
         model = load_text2semantic(
-            checkpoint_dir, device=device, dtype=dtype, max_seq_len=max_seq_len
+            checkpoint_dir, device=device, dtype=dtype, max_seq_len=max_seq_len, quantize=quantize
         )
-        return cls(model, codec, str(checkpoint_dir), max_batch_size, max_queue, compile)
+        return cls(
+            model,
+            codec,
+            str(checkpoint_dir),
+            max_batch_size,
+            max_queue,
+            compile,
+            decode_dtype=dtype,
+        )
 
     def warm_up(self) -> None:
         """With --compile, compile before the server reports ready, not during the first
@@ -135,7 +159,10 @@ class FishEngine(BatchingEngine):
             "context_length": self.model.max_seq_len,
             "device": str(self.model.device),
             "threads": torch.get_num_threads(),
-            "dtype": str(self.model.model.embeddings.weight.dtype).removeprefix("torch."),
+            "precision": str(self.model.dtype).removeprefix("torch."),
+            "quantization": self.model.quantization,
+            "codec_decode_precision": str(self.decode_dtype).removeprefix("torch."),
+            **(cpu_description() if self.model.device.type == "cpu" else {}),
             "voice_match": self.voice_match,
             "streaming": True,
             "latency": self.latency_modes,

@@ -53,8 +53,9 @@ class _Piece:
 
 
 class AudioOutput:
-    def __init__(self, codec: Any) -> None:
+    def __init__(self, codec: Any, dtype: Any = None) -> None:
         self.codec = codec  # fish_speech.models.dac.Codec
+        self.dtype = dtype  # the precision speech is decoded in (None: the codec's own)
         self._streams: dict[Sequence, _Stream] = {}
         self._ready: list[_Piece] = []
         self.decode_s = 0.0  # total codec time so far
@@ -90,7 +91,7 @@ class AudioOutput:
             return
         started = time.perf_counter()
         audio = self.codec.decode_pieces(
-            [piece.stream.decoder for piece in live], [piece.codes for piece in live]
+            [piece.stream.decoder for piece in live], [piece.codes for piece in live], self.dtype
         )
         self.decode_s += time.perf_counter() - started
         for piece, samples in zip(live, audio, strict=True):

@@ -17,6 +17,7 @@ from .modules import (
     Snake1d,
     WindowLimitedTransformer,
     WNConv1d,
+    to_planes,
 )
 
 
@@ -66,7 +67,8 @@ class Decoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, latent: Tensor) -> Tensor:
-        return self.model(latent)
+        # Channels-last planes: the decoder's convs are most of the codec's compute.
+        return self.model(to_planes(latent)).squeeze(2)
 
 
 class _Block(nn.Module):
@@ -217,3 +219,27 @@ class CodecModel(nn.Module):
     def decode(self, codes: Tensor) -> Tensor:
         """int64 codes (B, rows, T), in range -> audio (B, 1, T * decode_hop_length)."""
         return self.decoder(self.quantizer.decode(codes))
+
+    def decode_copy(self, dtype: torch.dtype) -> CodecModel:
+        """A model that can only decode: a copy of this one's decode path (code look-up,
+        post transformer, upsampling, decoder) cast to ``dtype``. The encoder side stays on
+        the meta device, so the copy costs only the decode path's memory."""
+        with torch.device("meta"):
+            copy = CodecModel(self.cfg)
+        state = {
+            key: tensor.to(dtype)
+            for key, tensor in self.state_dict().items()
+            if key.startswith(_DECODE_PATH)
+        }
+        copy.load_state_dict(state, strict=False, assign=True)
+        return copy.eval().requires_grad_(False)
+
+
+# State-dict prefixes of the modules CodecModel.decode runs.
+_DECODE_PATH = (
+    "decoder.",
+    "quantizer.post_module.",
+    "quantizer.upsample.",
+    "quantizer.semantic_quantizer.",
+    "quantizer.quantizer.",
+)

@@ -24,16 +24,24 @@ class WNConvTranspose1d(nn.ConvTranspose1d):
     """A ConvTranspose1d stored weight-normalised in checkpoints; folded at load time."""
 
 
+def to_planes(x: Tensor) -> Tensor:
+    """(B, C, L) -> (B, C, 1, L) stored channels-last: the layout oneDNN's convolutions
+    compute in, so a stack of convs pays no layout conversion per layer. The 1-D blocks
+    below accept either form; only the summation order inside a conv can differ."""
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
 class Snake1d(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        alpha = self.alpha if x.dim() == 3 else self.alpha[..., None]
         # x + sin(alpha x)^2 / (alpha + 1e-9), computed in one buffer: these activations are
         # the codec's largest tensors and allocating each step costs more than the math.
-        y = torch.mul(x, self.alpha).sin_().square_()
-        return y.mul_((self.alpha + 1e-9).reciprocal()).add_(x)
+        y = torch.mul(x, alpha).sin_().square_()
+        return y.mul_((alpha + 1e-9).reciprocal()).add_(x)
 
 
 class CausalConv1d(nn.Module):
@@ -60,7 +68,12 @@ class CausalConv1d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # The right pad completes the last stride so no input sample is dropped.
         pads = (self.left_pad, -x.shape[-1] % self.stride)
-        return self.conv(F.pad(x, pads) if any(pads) else x)
+        x = F.pad(x, pads) if any(pads) else x
+        if x.dim() == 3:
+            return self.conv(x)
+        c = self.conv
+        weight = c.weight.unsqueeze(2)
+        return F.conv2d(x, weight, c.bias, (1, self.stride), 0, (1, c.dilation[0]), c.groups)
 
 
 class CausalConvTranspose1d(nn.Module):
@@ -80,7 +93,11 @@ class CausalConvTranspose1d(nn.Module):
         self.trim = kernel_size - stride
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
+        if x.dim() == 3:
+            y = self.conv(x)
+        else:
+            c = self.conv
+            y = F.conv_transpose2d(x, c.weight.unsqueeze(2), c.bias, (1, c.stride[0]))
         return y[..., : y.shape[-1] - self.trim] if self.trim else y
 
 
@@ -226,7 +243,9 @@ class WindowLimitedTransformer(nn.Module):
         return rope_table(self.cfg.block_size, self.cfg.head_dim, self.cfg.rope_base)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.input_proj(x.transpose(1, 2))
+        # Contiguous rows: a linear layer over a transposed view runs as a batched matmul
+        # that copies its weight on every call.
+        h = self.input_proj(x.transpose(1, 2).contiguous())
         length = h.shape[1]
         if length > self.freqs_cis.shape[0]:
             raise ValueError(f"{length} frames exceed block_size {self.cfg.block_size}")

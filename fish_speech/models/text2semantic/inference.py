@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..precision import PRECISIONS, QUANTIZATIONS, resolve_dtype
 from .api import load_text2semantic
 
 
@@ -24,6 +25,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-path", type=Path, default=Path("checkpoints/openaudio-s1-mini"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--half", action="store_true", help="float16 instead of the default dtype")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bfloat16 on CUDA and on CPUs with native bf16, else float32",
+    )
+    p.add_argument(
+        "--quantize", choices=QUANTIZATIONS, default=None, help="int8 weight-only linears"
+    )
     p.add_argument("--compile", action="store_true")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max-new-tokens", type=int, default=0, help="0 = until the context is full")
@@ -60,10 +70,17 @@ def main(argv: list[str] | None = None) -> None:
     t2s = load_text2semantic(
         args.checkpoint_path,
         device=args.device,
-        dtype=torch.float16 if args.half else None,
+        dtype=torch.float16 if args.half else resolve_dtype(args.device, args.precision),
         compile=args.compile,
+        quantize=args.quantize,
     )
-    log.info("loaded %s in %.2f s", args.checkpoint_path, time.perf_counter() - t0)
+    log.info(
+        "loaded %s in %.2f s (%s%s)",
+        args.checkpoint_path,
+        time.perf_counter() - t0,
+        str(t2s.dtype).removeprefix("torch."),
+        f", {args.quantize} weights" if args.quantize else "",
+    )
 
     references = [np.load(path) for path in args.prompt_tokens]
     t0 = time.perf_counter()

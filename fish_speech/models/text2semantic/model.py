@@ -179,6 +179,18 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
+class Head(nn.Linear):
+    """A bias-free output projection that can compute only its first ``rows`` logits, so the
+    unused rows of the weight are never read. Post-load transforms (int8) replace it with a
+    module of the same call signature."""
+
+    def __init__(self, dim: int, outputs: int) -> None:
+        super().__init__(dim, outputs, bias=False)
+
+    def forward(self, x: Tensor, rows: int | None = None) -> Tensor:
+        return F.linear(x, self.weight[:rows])
+
+
 class TransformerBlock(nn.Module):
     def __init__(self, attention: Attention, dim: int, hidden: int, eps: float) -> None:
         super().__init__()
@@ -237,8 +249,10 @@ class DualARTransformer(nn.Module):
             for _ in range(c.n_layer)
         )
         self.norm = RMSNorm(c.dim, c.norm_eps)
+        # Tied: the token embedding table is the head (see vocab_logits).
+        self.output: nn.Module | None = None
         if not c.tie_word_embeddings:
-            self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
+            self.output = Head(c.dim, c.vocab_size)
 
         self.fast_project_in = (
             nn.Linear(c.dim, c.fast_dim) if c.fast_dim != c.dim else nn.Identity()
@@ -263,7 +277,7 @@ class DualARTransformer(nn.Module):
             for _ in range(c.n_fast_layer)
         )
         self.fast_norm = RMSNorm(c.fast_dim, c.norm_eps)
-        self.fast_output = nn.Linear(c.fast_dim, c.codebook_size, bias=False)
+        self.fast_output = Head(c.fast_dim, c.codebook_size)
 
         self.rope: Tensor | None = None
         self.fast_rope: Tensor | None = None
@@ -357,9 +371,14 @@ class DualARTransformer(nn.Module):
             x = x[torch.arange(x.shape[0], device=x.device), last][:, None]
         elif not return_all:
             x = x[:, -1:]
-        normed = self.norm(x)
-        head = self.embeddings.weight if self.config.tie_word_embeddings else self.output.weight
-        return F.linear(normed, head), self.fast_project_in(x)
+        return self.vocab_logits(self.norm(x)), self.fast_project_in(x)
+
+    def vocab_logits(self, normed: Tensor) -> Tensor:
+        """The slow head. A tied model reads the embedding table, unless a transform attached
+        a separate ``output`` module (int8 does, leaving the embedding lookup untouched)."""
+        if self.output is None:
+            return F.linear(normed, self.embeddings.weight)
+        return self.output(normed)
 
     def fast_hidden(self, x: Tensor, position: int) -> Tensor:
         """Run the fast blocks for one position of the current frame: x (B, 1, fD), every row
@@ -378,5 +397,4 @@ class DualARTransformer(nn.Module):
     def forward_fast(self, x: Tensor, position: int, width: int | None = None) -> Tensor:
         """Codebook logits (B, 1, width or K) after :meth:`fast_hidden`; computing only the
         first ``width`` outputs saves reading the unused rows of the head."""
-        head = self.fast_output.weight[:width]
-        return F.linear(self.fast_norm(self.fast_hidden(x, position)), head)
+        return self.fast_output(self.fast_norm(self.fast_hidden(x, position)), width)
