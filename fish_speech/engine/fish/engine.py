@@ -3,6 +3,7 @@ serving every request through one continuously batched engine loop."""
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -179,6 +180,20 @@ class FishEngine(BatchingEngine):
     def prepare_reference(self, reference: ReferenceAudio) -> FishPrompt:
         codes = self.codec.encode(reference.audio, reference.sample_rate)
         return FishPrompt(reference.text, codes)
+
+    @property
+    def prompt_format(self) -> str:
+        # Codes depend on the codec's weights (encoding always runs in its float32).
+        return f"fish-codes-v1:{self.codec.fingerprint}"
+
+    def dump_prompt(self, prompt: FishPrompt) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, codes=prompt.codes, text=np.array(prompt.text))
+        return buffer.getvalue()
+
+    def load_prompt(self, data: bytes) -> FishPrompt:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            return FishPrompt(str(stored["text"]), stored["codes"])
 
     # -- batching ---------------------------------------------------------------------------
 

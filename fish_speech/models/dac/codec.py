@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import threading
 from collections.abc import Sequence
@@ -45,6 +47,16 @@ class Codec:
         self._decode_models: dict[torch.dtype, CodecModel] = {self.dtype: model}
         self._streaming: dict[torch.dtype, StreamingDecoder] = {}
         self._decode_models_lock = threading.Lock()
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A short digest of the weights and config, so codes stored with one codec are
+        never read back for another: every tensor's name, shape and first values."""
+        digest = hashlib.sha256(repr(self.model.cfg).encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            head = tensor.detach().flatten()[:256].float().cpu().numpy()
+            digest.update(f"{name}{tuple(tensor.shape)}".encode() + head.tobytes())
+        return digest.hexdigest()[:16]
 
     # -- encode ---------------------------------------------------------------------------
 
