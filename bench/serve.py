@@ -2,6 +2,7 @@
 
     python bench/serve.py --random-s1-mini [--codec light|full] [--concurrency 1,2,4,8]
                           [--frames 32] [--requests 2] [--max-seq-len 512] [--compile]
+                          [--latency normal,balanced,low]
     python bench/serve.py --checkpoint checkpoints/openaudio-s1-mini \\
                           --codec-checkpoint checkpoints/openaudio-s1-mini/codec.pth
     python bench/serve.py --url http://127.0.0.1:8080     # a server that is already running
@@ -27,8 +28,10 @@ folder (no download). The server also needs a codec with 10 codebooks:
   between decode steps, and caps the whole pipeline (``codec_share`` shows by how much).
 
 Random weights almost never sample ``<|im_end|>``, so every request runs to --frames and
-the text only sets the prompt length. Each request is one text chunk, streamed as one
-segment when its chunk is done, so ``ttfa_s`` is that chunk's latency.
+the text only sets the prompt length. Audio streams in pieces while a chunk is generated
+(the first after as many frames as the request's ``latency`` asks), so ``ttfa_s`` is the
+prefill plus the first piece's decode steps and its codec decode; ``--latency`` reports it
+per mode.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ from pathlib import Path
 import requests
 import torch
 from s1_mini import REPO, write_checkpoint
+
+from fish_speech.engine.fish.output import FIRST_PIECE_FRAMES
 
 TEXT = "The old lighthouse keeper climbed the stairs every evening to light the lamp."
 HOP = 2048  # audio samples per frame, S1 codec
@@ -103,6 +108,9 @@ def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
         command += ["--max-seq-len", str(args.max_seq_len)]
     if args.compile:
         command.append("--compile")
+    command += ["--precision", args.precision]
+    if args.quantize:
+        command += ["--quantize", args.quantize]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = open(workdir / "server.log", "w")  # stays open as long as the server runs
     process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -112,7 +120,7 @@ def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
         if process.poll() is not None:
             raise SystemExit(f"server exited:\n{(workdir / 'server.log').read_text()[-3000:]}")
         try:
-            if requests.get(url + "/v1/health", timeout=1).ok:
+            if requests.get(url + "/v1/ready", timeout=1).ok:  # compiled too, with --compile
                 return process, url
         except requests.ConnectionError:
             pass
@@ -121,8 +129,14 @@ def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
     raise SystemExit("server did not start in time")
 
 
-def one_request(url: str, frames: int, seed: int) -> dict[str, float]:
-    body = {"text": TEXT, "max_new_tokens": frames, "seed": seed, "streaming": True}
+def one_request(url: str, frames: int, seed: int, latency: str = "normal") -> dict[str, float]:
+    body = {
+        "text": TEXT,
+        "max_new_tokens": frames,
+        "seed": seed,
+        "streaming": True,
+        "latency": latency,
+    }
     started = time.perf_counter()
     first = None
     size = 0
@@ -190,6 +204,37 @@ def run_level(url: str, streams: int, per_stream: int, frames: int) -> dict:
     }
 
 
+def latency_modes(url: str, modes: list[str], frames: int, repeats: int) -> dict:
+    """Time to first audio of one stream alone in each latency mode, beside what the engine
+    spends to make that first piece: its prefill, the first piece's decode steps and one
+    codec decode of that many frames (a request of exactly one piece, timed by the engine)."""
+    report = {}
+    for mode in modes:
+        first = FIRST_PIECE_FRAMES[mode]
+        before = engine_load(url)
+        ttfa = [one_request(url, frames, seed=r, latency=mode)["ttfa_s"] for r in range(repeats)]
+        middle = engine_load(url)
+        one_request(url, first + 1, seed=99, latency=mode)  # its last frame is dropped
+        after = engine_load(url)
+
+        def delta(key: str, a: dict = middle, b: dict = before) -> float:
+            return a.get(key, 0) - b.get(key, 0)
+
+        step_s = delta("decode_seconds_total") / max(1, delta("decode_steps_total"))
+        prefill_s = delta("prefill_seconds_total") / max(1, delta("prefills_total"))
+        codec_s = delta("codec_seconds_total", after, middle)
+        report[mode] = {
+            "first_piece_frames": first,
+            "ttfa_s": round(statistics.median(ttfa), 3),
+            "prefill_s": round(prefill_s, 3),
+            "decode_step_s": round(step_s, 4),
+            "codec_first_piece_s": round(codec_s, 3),
+            # The issue's target for "low": first-piece decode steps plus that codec decode.
+            "steps_plus_codec_s": round(first * step_s + codec_s, 3),
+        }
+    return report
+
+
 def codec_label(args: argparse.Namespace) -> str | None:
     if args.random_s1_mini:
         return f"random {args.codec}"
@@ -221,7 +266,14 @@ def main() -> None:
     p.add_argument("--max-seq-len", type=int, default=512, help="server KV slot length")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--precision", default="auto", help="the server's --precision")
+    p.add_argument("--quantize", default=None, help="the server's --quantize (int8)")
     p.add_argument("--start-timeout", type=float, default=900)
+    p.add_argument(
+        "--latency",
+        default="",
+        help="also time the first audio of one stream per latency mode, e.g. normal,balanced,low",
+    )
     args = p.parse_args()
     if args.checkpoint and not args.codec_checkpoint:
         p.error("--checkpoint needs --codec-checkpoint")
@@ -235,7 +287,8 @@ def main() -> None:
             report: dict = {
                 "cpu": cpu_name(),
                 "device": caps.get("device"),
-                "dtype": caps.get("dtype"),
+                "precision": caps.get("precision"),
+                "quantization": caps.get("quantization"),
                 "threads": caps.get("threads"),
                 "torch": torch.__version__,
                 "codec": codec_label(args),
@@ -253,6 +306,9 @@ def main() -> None:
             report["speedup_highest_vs_lowest"] = round(
                 last["aggregate_frames_per_s"] / first["aggregate_frames_per_s"], 2
             )
+            if args.latency:
+                modes = args.latency.split(",")
+                report["latency"] = latency_modes(url, modes, args.frames, args.requests)
             report["load_average_1min_after"] = round(os.getloadavg()[0], 2)
             print(json.dumps(report, indent=2))
         finally:

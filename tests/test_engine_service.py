@@ -205,7 +205,8 @@ def test_serial_engine_queue_is_bounded():
         assert (await anext(running)).samples.size and service.room() == 0
         waiting_first = asyncio.ensure_future(anext(waiting))
         await asyncio.sleep(0.05)
-        assert service.stats() == {"running": 1, "waiting": 1, "slots_total": 1, "slots_free": 0}
+        expected = {"running": 1, "waiting": 1, "slots_total": 1, "slots_free": 0}
+        assert service.stats().items() >= expected.items()
         refused = service.synthesize(SynthesisRequest("w"), [], False, CancelToken())
         with pytest.raises(EngineBusy):
             await anext(refused)

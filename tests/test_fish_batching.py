@@ -15,8 +15,9 @@ from fish_speech.engine.fish import FishEngine
 from fish_speech.engine.fish.kv_slots import SlotPool
 from fish_speech.engine.fish.loop import EngineLoop
 from fish_speech.engine.fish.model_runner import ModelRunner
+from fish_speech.engine.fish.prompts import ContextPrompts
 from fish_speech.engine.fish.scheduler import Scheduler
-from fish_speech.engine.fish.sequence import Sequence, Status
+from fish_speech.engine.fish.sequence import FixedPrompts, Sequence, Status
 from fish_speech.engine.sinks import BlockingSink
 from fish_speech.models.dac import load_codec
 from fish_speech.models.text2semantic import SamplingParams, load_text2semantic
@@ -62,7 +63,13 @@ class Harness:
         sink = BlockingSink()
         params = SamplingParams(**settings)
         seq = Sequence(
-            [prompt], params, max_new_tokens, seed, cancel or CancelToken(), sink, self.t2s.device
+            FixedPrompts([prompt]),
+            params,
+            max_new_tokens,
+            seed,
+            cancel or CancelToken(),
+            sink,
+            self.t2s.device,
         )
         self.scheduler.add(seq, self.scheduler.reserve(bounded=True))
         return sink
@@ -187,13 +194,45 @@ def test_each_chunk_reprefills_the_slot(t2s, alone):
     harness = Harness(t2s, slots=1)
     sink = BlockingSink()
     prompts = [t2s.build_prompt(text) for text in ("One.", "Two two.")]
-    seq = Sequence(prompts, SamplingParams(), 10, 4, CancelToken(), sink, t2s.device)
+    seq = Sequence(FixedPrompts(prompts), SamplingParams(), 10, 4, CancelToken(), sink, t2s.device)
     harness.scheduler.add(seq, harness.scheduler.reserve(bounded=True))
     harness.run()
     chunks = list(sink)
     assert len(chunks) == 2 and seq.status is Status.FINISHED and seq.slot is None
     for text, codes in zip(("One.", "Two two."), chunks, strict=True):
         np.testing.assert_array_equal(codes, alone.generate(text, max_new_tokens=10, seed=4))
+
+
+def test_each_chunk_continues_from_the_codes_of_the_one_before(t2s, alone):
+    """Long text keeps one voice: chunk k's prompt holds chunk k-1's text and codes as a
+    reference, and its codes are what batch-1 generation gives from that prompt."""
+    harness = Harness(t2s, slots=1)
+    sink = BlockingSink()
+    texts = ["One.", "Two two.", "Three three three."]
+    prompts = ContextPrompts(t2s, texts, [REF_TEXT], [reference_codes()], 12)
+    started = []  # the prompt each chunk started from
+    make = prompts.prompt
+    prompts.prompt = lambda index, previous: started.append(make(index, previous)) or started[-1]
+    seq = Sequence(prompts, SamplingParams(), 12, 4, CancelToken(), sink, t2s.device)
+    harness.scheduler.add(seq, harness.scheduler.reserve(bounded=True))
+    harness.run()
+    chunks = list(sink)
+    assert len(chunks) == 3 and all(codes.shape[1] > 0 for codes in chunks)
+    np.testing.assert_array_equal(
+        started[0], t2s.build_prompt(texts[0], [REF_TEXT], [reference_codes()])
+    )
+    for k in (1, 2):
+        voice = ([REF_TEXT, texts[k - 1]], [reference_codes(), chunks[k - 1]])
+        np.testing.assert_array_equal(started[k], t2s.build_prompt(texts[k], *voice))
+        np.testing.assert_array_equal(
+            chunks[k], alone.generate(texts[k], *voice, max_new_tokens=12, seed=4)
+        )
+
+
+def test_context_is_left_out_when_it_does_not_fit(t2s):
+    prompts = ContextPrompts(t2s, ["One.", "Two."], [], [], 0)
+    huge = torch.zeros((t2s.num_codebooks, t2s.max_seq_len), dtype=torch.long)
+    np.testing.assert_array_equal(prompts.prompt(1, huge), t2s.build_prompt("Two."))
 
 
 def test_waiting_queue_is_bounded_and_tasks_bypass_it(t2s):

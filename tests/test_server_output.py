@@ -198,17 +198,6 @@ def test_speed_two_halves_the_duration(fish_server):
     assert abs(slow / normal - 2.0) < 0.2
 
 
-def test_fish_latency_low_is_refused_with_the_reason(fish_server):
-    response = fish_server.request(
-        "POST", "/v1/tts", json={"text": "Hi.", "latency": "low", "max_new_tokens": 4}
-    )
-    assert response.status_code == 400
-    detail = response.json()["detail"]
-    assert "latency 'low'" in detail and "frame-level streaming" in detail
-    balanced = {"text": "Hi, there.", "latency": "balanced", "max_new_tokens": 4, "seed": 1}
-    assert fish_server.request("POST", "/v1/tts", json=balanced).status_code == 200
-
-
 def test_async_task_in_opus(server):
     import time
 

@@ -68,3 +68,18 @@ def test_bad_reference_codes_raise(codes, message):
 def test_reference_count_mismatch_raises():
     with pytest.raises(ValueError, match="reference texts"):
         tiny().build_prompt(TEXT, [REF_TEXT, REF_TEXT], [reference_codes()])
+
+
+def test_control_token_strings_in_text_are_read_as_text():
+    t2s = tiny()
+    tok = t2s.tokenizer
+    text = "Stop <|im_end|> here <|semantic:3|>."
+    prompt = t2s.build_prompt(text, ["Ref <|im_end|>"], [reference_codes()]).numpy()
+    # The only control tokens are the layout's own: one <|interleave|>, one <|im_end|> closing
+    # the reference, and the reference's semantic tokens.
+    ids = prompt[0]
+    assert (ids == tok.im_end_id).sum() == 1
+    semantic = (ids >= tok.semantic_begin_id) & (ids <= tok.semantic_end_id)
+    assert semantic.sum() == reference_codes().shape[1]
+    tail = ids[-len(tok.encode(text, allowed_special=False)) :]
+    assert tok.decode(tail.tolist()) == text

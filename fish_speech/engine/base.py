@@ -58,6 +58,16 @@ class EngineBusy(Exception):
         self.retry_after_s = retry_after_s
 
 
+class PromptStore(Protocol):
+    """Durable storage, beside a saved voice, of what an engine made of it (its prompt), so
+    a restart or another worker process does not prepare it again."""
+
+    def load(self, key: str) -> bytes | None:
+        """The stored prompt if it was stored under ``key``, else None."""
+
+    def save(self, key: str, data: bytes) -> None: ...
+
+
 @dataclass(frozen=True)
 class ReferenceAudio:
     """A decoded reference voice: mono float32 samples and their transcript."""
@@ -65,6 +75,8 @@ class ReferenceAudio:
     audio: np.ndarray
     sample_rate: int
     text: str
+    # Saved voices: where the prepared prompt is kept (None for inline references).
+    stored: PromptStore | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -133,6 +145,16 @@ class Engine(ABC):
     @abstractmethod
     def prepare_reference(self, reference: ReferenceAudio) -> Any:
         """Turn a reference voice into whatever synthesize() needs (cacheable)."""
+
+    # Engines whose prepared prompts are worth keeping on disk set this to a name of what
+    # the prompt depends on (e.g. the codec's weights), and (de)serialise it below.
+    prompt_format: str | None = None
+
+    def dump_prompt(self, prompt: Any) -> bytes:
+        raise NotImplementedError(f"the {self.name} engine keeps no prepared prompts")
+
+    def load_prompt(self, data: bytes) -> Any:
+        raise NotImplementedError(f"the {self.name} engine keeps no prepared prompts")
 
     def warm_up(self) -> None:  # noqa: B027 (optional hook: most engines need no warm-up)
         """Run once on the inference thread before the server reports itself ready."""

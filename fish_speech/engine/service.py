@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from fish_speech.engine.worker import InferenceWorker
 from fish_speech.utils.schema import GenerationFields
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def synthesis_request(fields: GenerationFields) -> SynthesisRequest:
@@ -74,6 +76,9 @@ class TTSService:
         self._cache_entries = cache_entries
         self.cache_hits = 0
         self.cache_misses = 0
+        # Reference prompts made by the engine, and those read back from beside saved voices.
+        self.prompts_prepared = 0
+        self.prompts_loaded = 0
         # Called with a SynthesisReport when each synthesis ends (the server's metrics).
         self.listeners: list[Listener] = []
         self.max_queue = max_queue
@@ -111,15 +116,21 @@ class TTSService:
         return 0 if self._serial_requests else 1
 
     def stats(self) -> dict[str, Any]:
-        """Plain numbers for health and metrics (running, waiting, slots, step time)."""
+        """Plain numbers for health and metrics (running, waiting, slots, step time, and the
+        reference prompts prepared or read back from saved voices)."""
+        prompts = {
+            "reference_prompts_prepared": self.prompts_prepared,
+            "reference_prompts_loaded": self.prompts_loaded,
+        }
         if isinstance(self.engine, BatchingEngine):
-            return self.engine.stats()
+            return {**self.engine.stats(), **prompts}
         running = min(self._serial_requests, 1)
         return {
             "running": running,
             "waiting": self._serial_requests - running,
             "slots_total": 1,
             "slots_free": 1 - running,
+            **prompts,
         }
 
     @property
@@ -135,17 +146,37 @@ class TTSService:
     def _prepare(self, reference: ReferenceAudio, use_cache: bool) -> Any:
         """Runs on the inference thread (the Fish engine encodes with the codec there)."""
         if not use_cache:
-            return self.engine.prepare_reference(reference)
+            return self._stored_or_prepared(reference)
         key = reference_key(reference)
         if key in self._cache:
             self.cache_hits += 1
             self._cache.move_to_end(key)
             return self._cache[key]
         self.cache_misses += 1
-        prompt = self.engine.prepare_reference(reference)
+        prompt = self._stored_or_prepared(reference, key)
         self._cache[key] = prompt
         while len(self._cache) > self._cache_entries:
             self._cache.popitem(last=False)
+        return prompt
+
+    def _stored_or_prepared(self, reference: ReferenceAudio, key: str | None = None) -> Any:
+        """A saved voice's prompt as stored beside it for this very content (audio and
+        transcript) and engine format; else prepared, and stored for next time."""
+        fmt = self.engine.prompt_format
+        if reference.stored is None or fmt is None:
+            self.prompts_prepared += 1
+            return self.engine.prepare_reference(reference)
+        content = key or reference_key(reference)
+        stored_key = hashlib.sha256(f"{fmt}\0{content}".encode()).hexdigest()
+        if (data := reference.stored.load(stored_key)) is not None:
+            self.prompts_loaded += 1
+            return self.engine.load_prompt(data)
+        self.prompts_prepared += 1
+        prompt = self.engine.prepare_reference(reference)
+        try:
+            reference.stored.save(stored_key, self.engine.dump_prompt(prompt))
+        except OSError as exc:  # a read-only or full disk costs the next request time, no more
+            log.warning("Could not keep a saved voice's prompt: %s", exc)
         return prompt
 
     def synthesize(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fish_speech.audio.io import AudioDecodeError, decode_audio, decode_each
 from fish_speech.engine.base import ReferenceAudio
-from fish_speech.references.store import ReferenceStore
+from fish_speech.references.store import ReferenceStore, StoredPrompt
 from fish_speech.utils.schema import GenerationFields
 
 
@@ -41,7 +41,14 @@ def resolve_references(
                 decoded = decode_audio(sample.audio_path.read_bytes(), limits.max_seconds)
             except AudioDecodeError as exc:
                 raise AudioDecodeError(f"reference '{reference_id}': {exc}") from exc
-            voices.append(ReferenceAudio(decoded.samples, decoded.sample_rate, sample.text))
+            voices.append(
+                ReferenceAudio(
+                    decoded.samples,
+                    decoded.sample_rate,
+                    sample.text,
+                    stored=StoredPrompt(sample.audio_path),
+                )
+            )
         return voices
     if limits.max_inline is not None and len(inline) > limits.max_inline:
         raise TooManyReferences(

@@ -46,6 +46,28 @@ class StoredSample:
     text: str
 
 
+class StoredPrompt:
+    """What an engine made of one saved sample, kept beside it (``.<name>.prompt``) with
+    the key it was made for: the engine asks by key, so edited audio or an edited ``.lab``
+    (another key) is prepared again, and renaming or deleting the voice takes it along."""
+
+    def __init__(self, audio_path: Path) -> None:
+        self.path = audio_path.with_name(f".{audio_path.stem}.prompt")
+
+    def load(self, key: str) -> bytes | None:
+        try:
+            stored_key, newline, data = self.path.read_bytes().partition(b"\n")
+        except OSError:
+            return None
+        return data if newline and stored_key == key.encode() else None
+
+    def save(self, key: str, data: bytes) -> None:
+        # Written aside and renamed: another worker reading it sees all of it or none.
+        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.part")
+        partial.write_bytes(key.encode() + b"\n" + data)
+        os.replace(partial, self.path)
+
+
 class ReferenceStore:
     def __init__(self, root: str | Path, max_seconds: float | None = None) -> None:
         self.root = Path(root).resolve()

@@ -3,6 +3,7 @@ serving every request through one continuously batched engine loop."""
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,14 +26,16 @@ from fish_speech.engine.base import (
 from fish_speech.engine.fish.kv_slots import SlotPool, default_slots, kv_bytes_per_slot
 from fish_speech.engine.fish.loop import EngineLoop
 from fish_speech.engine.fish.model_runner import ModelRunner
-from fish_speech.engine.fish.output import AudioOutput, OutputStage
+from fish_speech.engine.fish.output import FIRST_PIECE_FRAMES, AudioOutput, OutputStage
+from fish_speech.engine.fish.prompts import ContextPrompts
 from fish_speech.engine.fish.scheduler import Reservation, Scheduler
 from fish_speech.engine.fish.sequence import Sequence
 from fish_speech.engine.sinks import BlockingSink
 from fish_speech.models.precision import cpu_description, resolve_dtype
 from fish_speech.models.text2semantic import SamplingParams, Text2Semantic, load_text2semantic
 from fish_speech.text.normalize import normalize_text
-from fish_speech.text.split import split_for_latency
+from fish_speech.text.split import split_text
+from fish_speech.text.verbalize import verbalize
 
 DEFAULT_MAX_QUEUE = 32
 log = logging.getLogger(__name__)
@@ -58,13 +61,9 @@ class FishEngine(BatchingEngine):
     name = "fish"
     voice_match = "in-context"
     latency_modes = {
-        "normal": "one segment per text chunk (sentences, at most chunk_length characters)",
-        "balanced": "as normal, but the first sentence is cut at its commas: earlier first "
-        "audio, slightly less context for it",
-    }
-    unavailable_latency = {
-        "low": "it needs frame-level streaming (audio before a chunk is fully generated), "
-        "which this engine does not do yet"
+        mode: f"the first audio after {frames} generated frames ({frames / 21.5:.1f} s of "
+        "audio), then pieces twice as long each time, up to 128 frames"
+        for mode, frames in FIRST_PIECE_FRAMES.items()
     }
 
     def __init__(
@@ -173,14 +172,28 @@ class FishEngine(BatchingEngine):
             "max_queue": self.scheduler.max_queue,
             "kv_bytes_per_slot": self.slot_bytes,
             "limitations": [
-                "Text is generated in chunks of about chunk_length characters; each chunk is "
-                "one streamed segment.",
+                "Text is generated in chunks of about chunk_length characters, each with the "
+                "previous chunk as context; audio streams while a chunk is generated.",
             ],
         }
 
     def prepare_reference(self, reference: ReferenceAudio) -> FishPrompt:
         codes = self.codec.encode(reference.audio, reference.sample_rate)
         return FishPrompt(reference.text, codes)
+
+    @property
+    def prompt_format(self) -> str:
+        # Codes depend on the codec's weights (encoding always runs in its float32).
+        return f"fish-codes-v1:{self.codec.fingerprint}"
+
+    def dump_prompt(self, prompt: FishPrompt) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(buffer, codes=prompt.codes, text=np.array(prompt.text))
+        return buffer.getvalue()
+
+    def load_prompt(self, data: bytes) -> FishPrompt:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            return FishPrompt(str(stored["text"]), stored["codes"])
 
     # -- batching ---------------------------------------------------------------------------
 
@@ -201,31 +214,33 @@ class FishEngine(BatchingEngine):
         except BaseException:
             reservation.release()
             raise
-        if not seq.prompts:  # nothing to say
+        if seq is None:  # nothing to say
             reservation.release()
             sink.close()
             return
         self.scheduler.add(seq, reservation)
 
-    def _sequence(self, request: SynthesisRequest, cancel: CancelToken, sink: SegmentSink):
-        """The request's prompts, one per text chunk, checked against the context now so a
-        request that cannot run is refused before it queues (ValueError)."""
+    def _sequence(
+        self, request: SynthesisRequest, cancel: CancelToken, sink: SegmentSink
+    ) -> Sequence | None:
+        """The request as a sequence (None if its text holds nothing to say); its chunks'
+        prompts are checked against the context now, so a request that cannot run is
+        refused before it queues (ValueError)."""
         params = SamplingParams(request.temperature, request.top_p, request.repetition_penalty)
-        text = normalize_text(request.text) if request.normalize else request.text
-        prompts_in: list[FishPrompt] = request.prompts
-        prompts, progress = [], []
-        chunks = split_for_latency(text, request.chunk_length, request.latency)
-        for chunk, done in with_progress(chunks):
-            prompt = self.model.build_prompt(
-                chunk, [p.text for p in prompts_in], [p.codes for p in prompts_in]
-            )
-            if prompt.shape[1] >= self.model.max_seq_len:
-                raise ValueError(
-                    f"prompt length {prompt.shape[1]} does not fit the context of "
-                    f"{self.model.max_seq_len} positions (--max-seq-len)"
-                )
-            prompts.append(prompt)
-            progress.append(done)
+        text = request.text
+        if request.normalize:
+            text = verbalize(normalize_text(text))
+        chunks = split_text(text, request.chunk_length)
+        if not chunks:
+            return None
+        references: list[FishPrompt] = request.prompts
+        prompts = ContextPrompts(
+            self.model,
+            chunks,
+            [p.text for p in references],
+            [p.codes for p in references],
+            request.max_new_tokens,
+        )
         return Sequence(
             prompts,
             params,
@@ -234,7 +249,8 @@ class FishEngine(BatchingEngine):
             cancel,
             sink,
             self.model.device,
-            progress,
+            [done for _, done in with_progress(chunks)],
+            request.latency,
         )
 
     def synthesize(

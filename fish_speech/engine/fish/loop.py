@@ -65,6 +65,10 @@ class EngineLoop:
         self.output.flush()
         for seq in list(scheduler.running):
             if seq.state is not None and seq.state.finished:
-                seq.end_chunk()
+                try:
+                    seq.end_chunk()
+                except Exception as exc:  # this request's next prompt: fail it alone
+                    scheduler.retire(seq, exc)
+                    continue
                 if not seq.has_more_chunks:
                     scheduler.retire(seq)

@@ -58,7 +58,7 @@ class ModelRunner:
         group: list[Sequence] = []
         longest = 0
         for seq in seqs:
-            length = seq.prompts[seq.chunk + 1].shape[1]
+            length = seq.next_prompt.shape[1]
             if group and max(longest, length) * (len(group) + 1) > PREFILL_TOKENS:
                 self._prefill_group(group)
                 group, longest = [], 0
@@ -72,7 +72,7 @@ class ModelRunner:
         prompts = []
         for seq in seqs:
             state = DecodeState(
-                seq.prompts[seq.chunk + 1].shape[1],
+                seq.next_prompt.shape[1],
                 seq.max_new_tokens,
                 self.model.max_seq_len,
                 self.num_rows,

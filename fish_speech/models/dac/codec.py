@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import threading
 from collections.abc import Sequence
@@ -11,6 +13,7 @@ import soxr
 import torch
 
 from .model import CodecModel
+from .streaming import DecodeStream, StreamingDecoder
 
 
 class Codec:
@@ -42,7 +45,18 @@ class Codec:
         if self.max_frames is not None and self.max_frames < 2:
             raise ValueError("max_frames must be at least 2")
         self._decode_models: dict[torch.dtype, CodecModel] = {self.dtype: model}
+        self._streaming: dict[torch.dtype, StreamingDecoder] = {}
         self._decode_models_lock = threading.Lock()
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """A short digest of the weights and config, so codes stored with one codec are
+        never read back for another: every tensor's name, shape and first values."""
+        digest = hashlib.sha256(repr(self.model.cfg).encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            head = tensor.detach().flatten()[:256].float().cpu().numpy()
+            digest.update(f"{name}{tuple(tensor.shape)}".encode() + head.tobytes())
+        return digest.hexdigest()[:16]
 
     # -- encode ---------------------------------------------------------------------------
 
@@ -183,6 +197,33 @@ class Codec:
             grid = np.minimum(grid, np.uint64(np.iinfo(np.int64).max))
         limits = np.asarray(self.codebook_sizes, dtype=np.int64)[:, None] - 1
         return np.minimum(grid.astype(np.int64), limits)
+
+    # -- streams --------------------------------------------------------------------------
+
+    @staticmethod
+    def new_stream() -> DecodeStream:
+        """State for decoding one code stream piece by piece (see decode_pieces)."""
+        return DecodeStream()
+
+    def decode_pieces(
+        self,
+        streams: Sequence[DecodeStream],
+        pieces: Sequence[np.ndarray],
+        dtype: torch.dtype | None = None,
+    ) -> list[np.ndarray]:
+        """Float32 audio of each stream's next piece of codes (num_codebooks, frames), in one
+        batched pass, computed in ``dtype`` (a stream keeps one). The pieces of a stream join
+        to what decode() gives for all its codes (within float rounding); streams have no
+        length limit. Codes are checked and clamped as in decode()."""
+        dtype = dtype or self.dtype
+        model = self.decode_model(dtype)
+        with self._decode_models_lock:
+            if dtype not in self._streaming:
+                self._streaming[dtype] = StreamingDecoder(model)
+            decoder = self._streaming[dtype]
+        grids = [torch.from_numpy(self._check_codes(piece)) for piece in pieces]
+        audio = decoder.decode(list(streams), grids)
+        return [samples.float().cpu().numpy() for samples in audio]
 
     def _decode_long(self, model: CodecModel, grid: np.ndarray) -> np.ndarray:
         hop = self.model.decode_hop_length

@@ -170,11 +170,15 @@ class DownsampleQuantizer(nn.Module):
         _, residual_codes = self.quantizer.quantize(z - semantic)
         return torch.cat([semantic_codes, residual_codes], dim=1)
 
-    def decode(self, codes: Tensor) -> Tensor:
+    def dequantize(self, codes: Tensor) -> Tensor:
+        """Latents (B, input_dim, T) of codes (B, rows, T); each frame on its own."""
         z = self.semantic_quantizer.dequantize(codes[:, :1])
         if codes.shape[1] > 1:
             z = z + self.quantizer.dequantize(codes[:, 1:])
-        return self.upsample(self.post_module(z))
+        return z
+
+    def decode(self, codes: Tensor) -> Tensor:
+        return self.upsample(self.post_module(self.dequantize(codes)))
 
 
 def _transformer_or_identity(cfg: TransformerConfig | None) -> nn.Module:

@@ -60,10 +60,10 @@ def build_prompt(
     for i, (ref_text, ref_codes) in enumerate(zip(prompt_texts, prompt_codes, strict=True)):
         codes = _as_codes(ref_codes, num_codebooks, i)
         _check_range(codes, tokenizer.num_semantic, codebook_size, i)
-        columns.append(_text_columns(speaker + tokenizer.encode(ref_text), num_codebooks))
+        columns.append(_text_columns(speaker + _plain(tokenizer, ref_text), num_codebooks))
         columns.append(torch.cat([codes[:1] + tokenizer.semantic_begin_id, codes]))
         columns.append(_text_columns([tokenizer.token_id(IM_END_TOKEN)], num_codebooks))
-    columns.append(_text_columns(speaker + tokenizer.encode(text), num_codebooks))
+    columns.append(_text_columns(speaker + _plain(tokenizer, text), num_codebooks))
     prompt = torch.cat(columns, dim=1)
 
     limit = max_seq_len - GENERATION_RESERVE
@@ -73,6 +73,12 @@ def build_prompt(
             f"(max_seq_len {max_seq_len} minus {GENERATION_RESERVE} reserved for generation)"
         )
     return prompt
+
+
+def _plain(tokenizer: FishTokenizer, text: str) -> list[int]:
+    """User text as text: a "<|im_end|>" typed in a request must not end the prompt early
+    (the original turned such strings into control tokens)."""
+    return tokenizer.encode(text, allowed_special=False)
 
 
 def _check_range(codes: torch.Tensor, num_semantic: int, codebook_size: int, index: int) -> None:
