@@ -229,8 +229,8 @@ def latency_modes(url: str, modes: list[str], frames: int, repeats: int) -> dict
             "prefill_s": round(prefill_s, 3),
             "decode_step_s": round(step_s, 4),
             "codec_first_piece_s": round(codec_s, 3),
-            # The target for "low": first-piece decode steps plus that codec decode.
-            "steps_plus_codec_s": round(first * step_s + codec_s, 3),
+            # The target set for "low": no later than 10 decode steps and one codec decode.
+            "ten_steps_plus_codec_s": round(10 * step_s + codec_s, 3),
         }
     return report
 

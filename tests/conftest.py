@@ -25,6 +25,15 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parent.parent
 TESTVECTORS = REPO / "tests" / "data" / "testvectors"
 API_KEY = "YOUR_API_KEY"  # the seed document's placeholder, so its snippets run unchanged
+# Server flags for the Fish engine on the tiny checkpoints of the test vectors.
+TINY_FISH_ARGS = (
+    "--llama-checkpoint-path",
+    str(TESTVECTORS / "tiny-s1"),
+    "--decoder-checkpoint-path",
+    str(TESTVECTORS / "tiny-codec" / "codec.pth"),
+    "--decoder-config-name",
+    str(TESTVECTORS / "tiny-codec" / "config.json"),
+)
 
 
 def free_port() -> int:

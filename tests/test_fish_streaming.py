@@ -10,7 +10,7 @@ import torch
 from codec_helpers import AUDIO_TOLERANCE, tiny_codec
 from t2s_helpers import TINY
 
-from conftest import TESTVECTORS, launch_server
+from conftest import TINY_FISH_ARGS, launch_server
 from fish_speech.engine.base import AudioSegment, SynthesisRequest
 from fish_speech.engine.fish import FishEngine
 from fish_speech.engine.fish.output import FIRST_PIECE_FRAMES, MAX_PIECE_FRAMES
@@ -96,15 +96,9 @@ def test_pieces_join_to_one_decode_of_the_codes(engine, alone, latency):
 
 @pytest.fixture(scope="module")
 def fish_server(tmp_path_factory):
-    codec = TESTVECTORS / "tiny-codec"
     proc = launch_server(
         tmp_path_factory.mktemp("fish-streaming"),
-        "--llama-checkpoint-path",
-        str(TINY),
-        "--decoder-checkpoint-path",
-        str(codec / "codec.pth"),
-        "--decoder-config-name",
-        str(codec / "config.json"),
+        *TINY_FISH_ARGS,
     )
     yield proc
     proc.stop()

@@ -3,22 +3,15 @@ restart, and made again when the audio or the transcript changes."""
 
 from __future__ import annotations
 
-from conftest import TESTVECTORS, launch_server, make_wav_bytes
+from conftest import TINY_FISH_ARGS, launch_server, make_wav_bytes
 
-TINY_S1 = TESTVECTORS / "tiny-s1"
-TINY_CODEC = TESTVECTORS / "tiny-codec"
 SPEAK = {"text": "Hi.", "reference_id": "tone", "max_new_tokens": 4, "seed": 1}
 
 
 def start(workdir):
     return launch_server(
         workdir,
-        "--llama-checkpoint-path",
-        str(TINY_S1),
-        "--decoder-checkpoint-path",
-        str(TINY_CODEC / "codec.pth"),
-        "--decoder-config-name",
-        str(TINY_CODEC / "config.json"),
+        *TINY_FISH_ARGS,
     )
 
 

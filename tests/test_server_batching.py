@@ -11,9 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import TESTVECTORS, assert_speech, decode_wav, launch_server
+from conftest import TINY_FISH_ARGS, assert_speech, decode_wav, launch_server
 
-TINY_CODEC = TESTVECTORS / "tiny-codec"
 HOP = 2048
 SLOTS, QUEUE = 6, 2
 # Every sentence is a chunk, streamed as one segment: long requests that stream early.
@@ -24,12 +23,7 @@ LONG_TEXT = " ".join(f"This is sentence number {i} of a long request." for i in 
 def server(tmp_path_factory):
     proc = launch_server(
         tmp_path_factory.mktemp("batching"),
-        "--llama-checkpoint-path",
-        str(TESTVECTORS / "tiny-s1"),
-        "--decoder-checkpoint-path",
-        str(TINY_CODEC / "codec.pth"),
-        "--decoder-config-name",
-        str(TINY_CODEC / "config.json"),
+        *TINY_FISH_ARGS,
         "--max-batch-size",
         str(SLOTS),
         "--max-queue",

@@ -10,11 +10,16 @@ import ormsgpack
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import TESTVECTORS, assert_speech, decode_wav, launch_server, make_wav_bytes
+from conftest import (
+    TESTVECTORS,
+    TINY_FISH_ARGS,
+    assert_speech,
+    decode_wav,
+    launch_server,
+    make_wav_bytes,
+)
 from fish_speech.models.precision import cpu_has_native_bf16
 
-TINY_S1 = TESTVECTORS / "tiny-s1"
-TINY_CODEC = TESTVECTORS / "tiny-codec"
 HOP = 2048
 
 
@@ -22,12 +27,7 @@ HOP = 2048
 def fish_server(tmp_path_factory):
     proc = launch_server(
         tmp_path_factory.mktemp("fish"),
-        "--llama-checkpoint-path",
-        str(TINY_S1),
-        "--decoder-checkpoint-path",
-        str(TINY_CODEC / "codec.pth"),
-        "--decoder-config-name",
-        str(TINY_CODEC / "config.json"),
+        *TINY_FISH_ARGS,
     )
     yield proc
     proc.stop()
@@ -59,12 +59,7 @@ def test_health_reports_fish_engine(fish_server):
 def test_int8_float32_server_speaks_and_says_so(tmp_path_factory):
     proc = launch_server(
         tmp_path_factory.mktemp("fish-int8"),
-        "--llama-checkpoint-path",
-        str(TINY_S1),
-        "--decoder-checkpoint-path",
-        str(TINY_CODEC / "codec.pth"),
-        "--decoder-config-name",
-        str(TINY_CODEC / "config.json"),
+        *TINY_FISH_ARGS,
         "--quantize",
         "int8",
         "--precision",

@@ -20,7 +20,7 @@ import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import TESTVECTORS, launch_server, make_wav_bytes
+from conftest import TINY_FISH_ARGS, launch_server, make_wav_bytes
 
 FUZZ = settings(
     derandomize=True,  # the same examples on every run: fair in CI
@@ -363,12 +363,7 @@ def codec_server(tmp_path_factory):
     """The tiny Fish checkpoints: a real codec behind /v1/vqgan, with the small limits."""
     proc = launch_server(
         tmp_path_factory.mktemp("fuzz_codec"),
-        "--llama-checkpoint-path",
-        str(TESTVECTORS / "tiny-s1"),
-        "--decoder-checkpoint-path",
-        str(TESTVECTORS / "tiny-codec" / "codec.pth"),
-        "--decoder-config-name",
-        str(TESTVECTORS / "tiny-codec" / "config.json"),
+        *TINY_FISH_ARGS,
         "--max-body-mb",
         "1",
         "--max-references",

@@ -13,7 +13,7 @@ import ormsgpack
 import pytest
 import soundfile as sf
 
-from conftest import TESTVECTORS, launch_server
+from conftest import TINY_FISH_ARGS, launch_server
 from fish_speech.audio.io import decode_audio
 
 TEXT = "Hello there. This is a second sentence."
@@ -171,15 +171,9 @@ def test_unknown_model_header_is_400(server):
 
 @pytest.fixture(scope="module")
 def fish_server(tmp_path_factory):
-    codec = TESTVECTORS / "tiny-codec"
     proc = launch_server(
         tmp_path_factory.mktemp("fish-output"),
-        "--llama-checkpoint-path",
-        str(TESTVECTORS / "tiny-s1"),
-        "--decoder-checkpoint-path",
-        str(codec / "codec.pth"),
-        "--decoder-config-name",
-        str(codec / "config.json"),
+        *TINY_FISH_ARGS,
     )
     yield proc
     proc.stop()

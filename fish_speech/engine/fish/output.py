@@ -24,7 +24,7 @@ from fish_speech.engine.fish.sequence import Sequence, Status
 # Frames in a request's first audio piece, by latency mode (21.5 frames = 1 s of audio). Small
 # first pieces give early audio; every later piece is twice the one before, up to the cap,
 # because each piece also decodes ~10 frames of context again (the codec's convolutions).
-FIRST_PIECE_FRAMES = {"low": 10, "balanced": 20, "normal": 40}
+FIRST_PIECE_FRAMES = {"low": 8, "balanced": 16, "normal": 32}
 MAX_PIECE_FRAMES = 128
 
 
