@@ -53,7 +53,7 @@ class _LiveValues(Collector):
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "fish_speech_queue_depth",
-            "Synthesis and codec jobs waiting for the inference thread",
+            "Requests accepted and waiting for a place in the engine",
             value=self.service.queue_depth,
         )
         yield GaugeMetricFamily(

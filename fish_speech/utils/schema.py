@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -53,27 +54,22 @@ def is_valid_reference_id(value: str) -> bool:
     return bool(_REFERENCE_ID_RE.fullmatch(value)) and value.strip() == value
 
 
-def _check_reference_id(value: object) -> object:
-    if isinstance(value, str) and not is_valid_reference_id(value):
-        raise ValueError(
-            "reference id must be 1-255 characters of letters, digits, '-', '_' or inner spaces"
-        )
-    return value
+def _safe_id(label: str) -> Callable[[object], object]:
+    """A validator of ids that may name a folder or a URL segment."""
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and not is_valid_reference_id(value):
+            raise ValueError(
+                f"{label} must be 1-255 characters of letters, digits, '-', '_' or inner spaces"
+            )
+        return value
+
+    return check
 
 
-ReferenceId = Annotated[str, BeforeValidator(_check_reference_id)]
-
-
-def _check_step_id(value: object) -> object:
-    # Task ids follow the reference id rule (UUIDs and numeric timestamps fit it).
-    if isinstance(value, str) and not is_valid_reference_id(value):
-        raise ValueError(
-            "step_id must be 1-255 characters of letters, digits, '-', '_' or inner spaces"
-        )
-    return value
-
-
-StepId = Annotated[str, BeforeValidator(_check_step_id)]
+ReferenceId = Annotated[str, BeforeValidator(_safe_id("reference id"))]
+# Task ids follow the reference id rule (UUIDs and numeric timestamps fit it).
+StepId = Annotated[str, BeforeValidator(_safe_id("step_id"))]
 
 
 def _decode_base64_audio(value: object) -> object:
