@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fish_speech.audio.io import AudioDecodeError, decode_audio, decode_each
 from fish_speech.engine.base import ReferenceAudio
-from fish_speech.references.store import ReferenceStore, StoredPrompt
+from fish_speech.references.base import ReferenceStore
 from fish_speech.utils.schema import GenerationFields
 
 
@@ -38,7 +38,7 @@ def resolve_references(
         voices = []
         for sample in store.samples(reference_id):
             try:
-                decoded = decode_audio(sample.audio_path.read_bytes(), limits.max_seconds)
+                decoded = decode_audio(sample.audio, limits.max_seconds)
             except AudioDecodeError as exc:
                 raise AudioDecodeError(f"reference '{reference_id}': {exc}") from exc
             voices.append(
@@ -46,7 +46,7 @@ def resolve_references(
                     decoded.samples,
                     decoded.sample_rate,
                     sample.text,
-                    stored=StoredPrompt(sample.audio_path),
+                    stored=sample.prompt,
                 )
             )
         return voices

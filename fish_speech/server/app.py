@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -21,8 +20,13 @@ from starlette.requests import ClientDisconnect
 from fish_speech.engine.base import Cancelled, EngineBusy, EngineFailure
 from fish_speech.engine.loader import LoadedModels, load_models
 from fish_speech.engine.service import TTSService
+from fish_speech.references.base import (
+    InvalidReferenceId,
+    ReferenceExists,
+    ReferenceNotFound,
+    ReferenceStoreError,
+)
 from fish_speech.references.resolve import request_voice
-from fish_speech.references.store import ReferenceStore, ReferenceStoreError
 from fish_speech.server import (
     docs,
     metrics,
@@ -43,9 +47,11 @@ from fish_speech.server.limits import BodyLimit
 from fish_speech.server.metrics import RequestCounter, RouteTemplates, ServerMetrics
 from fish_speech.server.routes_tts import voice_limits
 from fish_speech.server.state import AppState, get_state
+from fish_speech.storage import StorageUnavailable
+from fish_speech.storage.factory import StorageSettings, open_storage
+from fish_speech.tasks.base import TaskConflict, TaskStore
 from fish_speech.tasks.retention import sweep, sweep_forever
 from fish_speech.tasks.runner import TaskRunner
-from fish_speech.tasks.store import TaskConflict, TaskStore
 from fish_speech.utils.schema import HealthResponse
 
 log = logging.getLogger("fish_speech.server")
@@ -58,6 +64,15 @@ NO_ROUTE = (
     "Not Found: {method} {path} is no route of this server. Text to speech is POST /v1/tts "
     "(OpenAI clients: POST /v1/audio/speech, base URL .../v1); every route is listed at /docs"
 )
+
+
+# Refused requests by what was refused (domain errors carry no HTTP status).
+_REFUSAL_STATUS: dict[type[Exception], int] = {
+    InvalidReferenceId: 400,
+    ReferenceNotFound: 404,
+    ReferenceExists: 409,
+    TaskConflict: 409,
+}
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -78,8 +93,14 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ReferenceStoreError)
     @app.exception_handler(TaskConflict)
-    async def state_conflict(_: Request, exc: ReferenceStoreError | TaskConflict) -> JSONResponse:
-        return _error(exc.status_code, str(exc))
+    async def refused(_: Request, exc: ReferenceStoreError | TaskConflict) -> JSONResponse:
+        return _error(_REFUSAL_STATUS.get(type(exc), 400), str(exc))
+
+    @app.exception_handler(StorageUnavailable)
+    async def storage_down(_: Request, exc: StorageUnavailable) -> JSONResponse:
+        # Nothing was stored: the client may retry here or at another instance.
+        log.error("Storage unavailable: %s", exc)
+        return retry_later(f"Storage unavailable: {exc}")
 
     @app.exception_handler(ValueError)
     async def bad_input(_: Request, exc: ValueError) -> JSONResponse:
@@ -100,7 +121,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         return retry_later(f"The engine failed: {exc} (the server restarts)")
 
     @app.exception_handler(OSError)
-    @app.exception_handler(sqlite3.Error)
     async def storage_error(_: Request, exc: Exception) -> JSONResponse:
         # The server's disk, not the request: a full or read-only data folder.
         log.error("Storage error: %s", exc)
@@ -121,6 +141,18 @@ def _sweep_at_start(tasks: TaskStore, retention_s: float) -> None:
         sweep(tasks, retention_s)
     except Exception as exc:  # a broken disk shows up in the logs, not as a refusal to start
         log.error("Could not remove expired tasks: %s", exc)
+
+
+def storage_settings(config: ServerConfig) -> StorageSettings:
+    return StorageSettings(
+        references_dir=Path(config.references_dir),
+        data_dir=Path(config.data_dir),
+        max_reference_seconds=config.max_reference_seconds,
+        retention_s=config.task_retention_hours * 3600,
+        redis_url=config.redis_url,
+        results_dir=Path(config.results_dir) if config.results_dir else None,
+        visibility_timeout_s=config.task_visibility_timeout,
+    )
 
 
 def load_configured_models(config: ServerConfig) -> LoadedModels:
@@ -148,18 +180,16 @@ def create_app(config: ServerConfig, preloaded: LoadedModels | None = None) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         models = preloaded or load_configured_models(config)
         service = TTSService(models.engine, max_queue=config.max_queue)
-        references = ReferenceStore(Path(config.references_dir), config.max_reference_seconds)
-        tasks = TaskStore(Path(config.data_dir))
+        retention_s = config.task_retention_hours * 3600
+        storage = open_storage(storage_settings(config))
+        tasks = storage.tasks
         runner = TaskRunner(
             tasks,
             service,
-            partial(request_voice, references, limits=voice_limits(config)),
+            partial(request_voice, storage.references, limits=voice_limits(config)),
         )
-        server_metrics.attach(service, tasks)
-        app.state.fish = AppState(
-            config, service, models.codec, references, tasks, runner, lifecycle
-        )
-        retention_s = config.task_retention_hours * 3600
+        server_metrics.attach(service, tasks, runner)
+        app.state.fish = AppState(config, service, models.codec, storage, runner, lifecycle)
         background = [
             asyncio.create_task(runner.run_forever()),
             asyncio.create_task(lifecycle.warm_up(service)),
@@ -177,6 +207,7 @@ def create_app(config: ServerConfig, preloaded: LoadedModels | None = None) -> F
             for task in background:
                 task.cancel()  # an unfinished task stays recorded and resumes on restart
             service.close()
+            storage.close()
             if lifecycle.exit_code is not None:
                 exit_now(lifecycle.exit_code)
 

@@ -54,6 +54,10 @@ class ServerConfig:
     max_batch_size: int | None = None
     max_seq_len: int | None = None
     max_queue: int = 32
+    # Scale-out: tasks and voices in Redis, shared by every instance (README "Scale-out").
+    redis_url: str | None = None
+    results_dir: str | None = None
+    task_visibility_timeout: float = 60
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -178,6 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="requests that may wait for a slot; more get 429 (async tasks queue apart)",
     )
+    p.add_argument(
+        "--redis-url",
+        default=None,
+        help="redis://host:port/db: keep tasks and voices in Redis, shared by every instance "
+        "(default: SQLite and folders on this machine)",
+    )
+    p.add_argument(
+        "--results-dir",
+        default=None,
+        help="with --redis-url: write task results to this folder, mounted by every instance, "
+        "instead of into Redis",
+    )
+    p.add_argument(
+        "--task-visibility-timeout",
+        type=float,
+        default=60,
+        help="with --redis-url: seconds after which the task of an instance that stopped "
+        "answering is run by another",
+    )
     return p
 
 
@@ -187,6 +210,7 @@ def _check_limits(args: argparse.Namespace) -> None:
         ("--max-references", args.max_references),
         ("--max-reference-seconds", args.max_reference_seconds),
         ("--shutdown-timeout", args.shutdown_timeout),
+        ("--task-visibility-timeout", args.task_visibility_timeout),
     ]:
         if not 0 < value < math.inf:  # also refuses NaN
             raise ConfigError(f"{flag} must be a positive number")
@@ -208,6 +232,12 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         raise ConfigError("--max-seq-len must be at least 16")
     if args.max_queue < 0:
         raise ConfigError("--max-queue must be 0 or positive")
+    if args.redis_url is not None and not args.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ConfigError("--redis-url must be a redis://, rediss:// or unix:// URL")
+    if args.results_dir is not None and args.redis_url is None:
+        raise ConfigError("--results-dir needs --redis-url (local results go to --data-dir)")
     return ServerConfig(
         host=host,
         port=port,
@@ -233,4 +263,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         max_batch_size=args.max_batch_size,
         max_seq_len=args.max_seq_len,
         max_queue=args.max_queue,
+        redis_url=args.redis_url,
+        results_dir=args.results_dir,
+        task_visibility_timeout=args.task_visibility_timeout,
     )

@@ -2,8 +2,9 @@
 
 Every server process keeps its own registry (no multiprocess mode): with ``--workers N`` a
 scrape is answered by whichever process takes the connection, so run one worker per
-scrape target when the numbers must add up. Task counts come from the shared task database
-and are the same in every process.
+scrape target when the numbers must add up. ``fish_speech_tasks`` counts the shared task
+store (the same in every process and instance: the queue length to autoscale on); the
+other figures are this process's own (its queue, its batch, the tasks it runs).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fish_speech.engine.report import SynthesisReport
 from fish_speech.engine.service import TTSService
-from fish_speech.tasks.store import TaskStore
+from fish_speech.storage import StorageUnavailable
+from fish_speech.tasks.base import TaskStore
+from fish_speech.tasks.runner import TaskRunner
 
 log = logging.getLogger(__name__)
 UNMATCHED = "(unmatched)"  # one label for every unknown path, so scanners add no series
@@ -46,9 +49,10 @@ _FPS_BUCKETS = (1, 2, 5, 10, 21.5, 50, 100, 200, 500, 1000)  # 21.5 frames = 1 s
 class _LiveValues(Collector):
     """Values read when scraped: the inference queue, the reference cache, task states."""
 
-    def __init__(self, service: TTSService, tasks: TaskStore) -> None:
+    def __init__(self, service: TTSService, tasks: TaskStore, runner: TaskRunner) -> None:
         self.service = service
         self.tasks = tasks
+        self.runner = runner
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -71,12 +75,37 @@ class _LiveValues(Collector):
             "Reference voices prepared because the memory cache did not hold them",
             value=self.service.cache_misses,
         )
-        tasks = GaugeMetricFamily(
-            "fish_speech_tasks", "Async tasks in the task database by state", labels=["state"]
+        yield GaugeMetricFamily(
+            "fish_speech_tasks_running_here",
+            "Async tasks this process is running now",
+            value=self.runner.running,
         )
-        for state, count in self.tasks.count_by_status().items():
-            tasks.add_metric([state], count)
-        yield tasks
+        finished = CounterMetricFamily(
+            "fish_speech_tasks_finished_here",
+            "Async tasks this process ran to an end, by outcome (superseded: cancelled or "
+            "taken over by another instance while its result was being stored)",
+            labels=["outcome"],
+        )
+        for outcome in ("completed", "failed", "cancelled", "superseded"):
+            finished.add_metric([outcome], self.runner.finished[outcome])
+        yield finished
+        try:
+            counts = self.tasks.count_by_status()
+        except StorageUnavailable as exc:
+            log.warning("Task counts left out of /metrics: %s", exc)
+            counts = None
+        yield GaugeMetricFamily(
+            "fish_speech_storage_up",
+            "1 if the task store (local database or Redis) answered this scrape",
+            value=0 if counts is None else 1,
+        )
+        if counts is not None:
+            tasks = GaugeMetricFamily(
+                "fish_speech_tasks", "Async tasks in the task store by state", labels=["state"]
+            )
+            for state, count in counts.items():
+                tasks.add_metric([state], count)
+            yield tasks
 
 
 class ServerMetrics:
@@ -133,9 +162,9 @@ class ServerMetrics:
             "fish_speech_characters", "Characters of text synthesised", ["engine"], registry=r
         )
 
-    def attach(self, service: TTSService, tasks: TaskStore) -> None:
-        """Start reporting on ``service`` and ``tasks`` (called once the engine is loaded)."""
-        self.registry.register(_LiveValues(service, tasks))
+    def attach(self, service: TTSService, tasks: TaskStore, runner: TaskRunner) -> None:
+        """Start reporting on ``service`` and the tasks (called once the engine is loaded)."""
+        self.registry.register(_LiveValues(service, tasks, runner))
         service.listeners.append(self.record)
 
     def record(self, report: SynthesisReport) -> None:
@@ -230,6 +259,6 @@ router = APIRouter(tags=["observability (extension)"])
 )
 async def metrics(request: Request) -> Response:
     server_metrics: ServerMetrics = request.app.state.metrics
-    # Task counts read SQLite: off the event loop.
+    # Task counts read the task store: off the event loop.
     body = await run_in_threadpool(server_metrics.exposition)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -27,10 +27,11 @@ from starlette.concurrency import run_in_threadpool
 from fish_speech.audio.encode import AudioOutput
 from fish_speech.engine.base import ReferenceAudio
 from fish_speech.engine.service import synthesis_request
-from fish_speech.references.store import ReferenceStoreError
+from fish_speech.references.base import ReferenceStoreError
 from fish_speech.server.model_names import check_model
 from fish_speech.server.routes_tts import audio_output, resolve_voice, start_with_voice
 from fish_speech.server.state import AppState
+from fish_speech.storage import StorageUnavailable
 from fish_speech.text.split import take_finished
 from fish_speech.utils.schema import ServeTTSRequest, describe_validation_error
 
@@ -177,7 +178,7 @@ async def live(ws: WebSocket) -> None:
         await LiveSession(ws, state, request).run()
     except WebSocketDisconnect:
         return  # the client left: the speaker task's cancellation stopped the engine
-    except (LiveError, HTTPException, ReferenceStoreError, ValueError) as exc:
+    except (LiveError, HTTPException, ReferenceStoreError, StorageUnavailable, ValueError) as exc:
         # ValueError: undecodable reference audio, or a request the engine cannot honour
         await _finish_with_error(ws, _describe(exc))
         return

@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from fish_speech.audio.encode import AudioOutput, aac_available
 from fish_speech.audio.formats import default_rate
 from fish_speech.engine.base import AudioSegment
+from fish_speech.references.base import ReferenceNotFound
 from fish_speech.references.resolve import resolve_references
-from fish_speech.references.store import ReferenceNotFound
 from fish_speech.server.http import body_schema, parse_body
 from fish_speech.server.model_names import check_model, served_models
 from fish_speech.server.routes_tts import (

@@ -18,7 +18,7 @@ from fish_speech.engine.service import synthesis_request
 from fish_speech.server.http import body_schema, negotiated, parse_body
 from fish_speech.server.routes_tts import check_text, resolve_voice
 from fish_speech.server.state import get_state
-from fish_speech.tasks.store import ACTIVE, Task
+from fish_speech.tasks.base import ACTIVE, Task
 from fish_speech.utils.schema import (
     AsyncGenerateRequest,
     AsyncGenerateResponse,
@@ -50,7 +50,7 @@ def _find(request: Request, step_id: str | None) -> Task:
     if not step_id:
         raise HTTPException(400, "step_id is required")
     _check_step_id(step_id)
-    task = get_state(request).tasks.get(step_id)
+    task = get_state(request).tasks.get(step_id)  # called in a thread: it may block
     if task is None:
         raise HTTPException(404, f"Task {step_id} not found")
     return task
@@ -136,11 +136,9 @@ async def _download(request: Request, step_id: str | None) -> Response:
         raise HTTPException(
             400, f"Task {task.step_id} is not completed, current status: {task.status}"
         )
-    path = state.tasks.result_path(task.step_id, task.format)
-    try:
-        data = await run_in_threadpool(path.read_bytes)
-    except FileNotFoundError as exc:
-        raise HTTPException(404, f"The result file of task {task.step_id} is missing") from exc
+    data = await run_in_threadpool(state.tasks.read_result, task)
+    if data is None:
+        raise HTTPException(404, f"The result of task {task.step_id} is missing (expired?)")
     return Response(
         data,
         media_type=MEDIA_TYPES[task.format],

@@ -8,11 +8,12 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from fish_speech.engine.service import TTSService
-from fish_speech.references.store import ReferenceStore
+from fish_speech.references.base import ReferenceStore
 from fish_speech.server.config import ServerConfig
 from fish_speech.server.lifecycle import Lifecycle
+from fish_speech.storage.factory import Storage
+from fish_speech.tasks.base import TaskStore
 from fish_speech.tasks.runner import TaskRunner
-from fish_speech.tasks.store import TaskStore
 
 
 @dataclass
@@ -20,10 +21,17 @@ class AppState:
     config: ServerConfig
     service: TTSService
     codec: Any | None
-    store: ReferenceStore
-    tasks: TaskStore
+    storage: Storage
     runner: TaskRunner
     lifecycle: Lifecycle
+
+    @property
+    def store(self) -> ReferenceStore:
+        return self.storage.references
+
+    @property
+    def tasks(self) -> TaskStore:
+        return self.storage.tasks
 
     def require_codec(self) -> Any:
         if self.codec is None:

@@ -1,7 +1,7 @@
 """Finished async tasks and their result files expire after ``--task-retention-hours``.
 
-Swept once at start-up and then periodically by every server process (a sweep is one
-SQLite transaction, so processes sharing a data folder do not get in each other's way).
+Swept once at start-up and then periodically by every server process (a sweep is atomic
+in the store, so processes sharing it do not get in each other's way).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 from starlette.concurrency import run_in_threadpool
 
-from fish_speech.tasks.store import TaskStore
+from fish_speech.tasks.base import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,7 @@ STRAY_FILE_AGE_S = 3600.0  # a file no task owns is only removed once surely not
 def sweep(store: TaskStore, max_age_s: float) -> int:
     """Remove tasks finished more than ``max_age_s`` ago; returns how many."""
     now = time.time()
-    removed = store.remove_finished_before(now - max_age_s)
-    store.remove_stray_files(now - min(max_age_s, STRAY_FILE_AGE_S))
+    removed = store.sweep(now - max_age_s, now - min(max_age_s, STRAY_FILE_AGE_S))
     if removed:
         log.info("Removed %d finished task(s) older than %g h", removed, max_age_s / 3600)
     return removed

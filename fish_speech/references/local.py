@@ -1,4 +1,4 @@
-"""Saved reference voices on disk: ``<root>/<id>/<name>.<audio ext>`` + ``<name>.lab``.
+"""The local voice library: ``<root>/<id>/<name>.<audio ext>`` + ``<name>.lab`` on disk.
 
 Every id is validated before it touches a path, so nothing leaves the root. Changes are
 made under an exclusive ``flock`` so several server processes (``--workers N``) can share
@@ -14,36 +14,20 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from fish_speech.audio.io import decode_audio
+from fish_speech.references.base import (
+    ReferenceExists,
+    ReferenceNotFound,
+    StoredSample,
+    check_id,
+    check_new_voice,
+    check_rename,
+)
 from fish_speech.utils.file import AUDIO_EXTENSIONS
 from fish_speech.utils.schema import is_valid_reference_id
 
 _LOCK_NAME = ".lock"
-
-
-class ReferenceStoreError(Exception):
-    status_code = 400
-
-
-class InvalidReferenceId(ReferenceStoreError):
-    status_code = 400
-
-
-class ReferenceNotFound(ReferenceStoreError):
-    status_code = 404
-
-
-class ReferenceExists(ReferenceStoreError):
-    status_code = 409
-
-
-@dataclass(frozen=True)
-class StoredSample:
-    audio_path: Path
-    text: str
 
 
 class StoredPrompt:
@@ -68,18 +52,13 @@ class StoredPrompt:
         os.replace(partial, self.path)
 
 
-class ReferenceStore:
+class LocalReferenceStore:
     def __init__(self, root: str | Path, max_seconds: float | None = None) -> None:
         self.root = Path(root).resolve()
         self.max_seconds = max_seconds  # longest audio a new voice may have
 
     def _folder(self, reference_id: str) -> Path:
-        if not isinstance(reference_id, str) or not is_valid_reference_id(reference_id):
-            raise InvalidReferenceId(
-                f"Invalid reference ID {reference_id!r}: use 1-255 letters, digits, '-', '_' "
-                "or inner spaces"
-            )
-        return self.root / reference_id
+        return self.root / check_id(reference_id)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -92,18 +71,15 @@ class ReferenceStore:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     def add(self, reference_id: str, audio: bytes, text: str) -> None:
-        """Store a voice; the audio must decode, and keeps its real format's extension."""
+        """The audio keeps its real format's extension."""
         folder = self._folder(reference_id)
-        if not text.strip():
-            raise ReferenceStoreError("Reference text cannot be empty")
-        # raises AudioDecodeError (a ValueError) -> 400, also when over the length limit
-        decoded = decode_audio(audio, self.max_seconds)
+        extension = check_new_voice(audio, text, self.max_seconds)
         with self._locked():
             if folder.exists():
                 raise ReferenceExists(f"Reference ID '{reference_id}' already exists")
             staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
             try:
-                (staging / f"sample.{decoded.extension}").write_bytes(audio)
+                (staging / f"sample.{extension}").write_bytes(audio)
                 (staging / "sample.lab").write_text(text, encoding="utf-8")
                 os.rename(staging, folder)
             except BaseException:
@@ -130,9 +106,8 @@ class ReferenceStore:
         shutil.rmtree(doomed, ignore_errors=True)
 
     def rename(self, old_id: str, new_id: str) -> None:
+        check_rename(old_id, new_id)
         old, new = self._folder(old_id), self._folder(new_id)
-        if old_id == new_id:
-            raise ReferenceStoreError("New reference ID must be different from old reference ID")
         with self._locked():
             if not old.is_dir():
                 raise ReferenceNotFound(f"Reference ID '{old_id}' not found")
@@ -146,7 +121,11 @@ class ReferenceStore:
         if not folder.is_dir():
             raise ReferenceNotFound(f"Reference ID '{reference_id}' not found")
         found = [
-            StoredSample(audio, audio.with_suffix(".lab").read_text(encoding="utf-8").strip())
+            StoredSample(
+                audio.read_bytes(),
+                audio.with_suffix(".lab").read_text(encoding="utf-8").strip(),
+                StoredPrompt(audio),
+            )
             for audio in self._audio_files(folder)
         ]
         if not found:

@@ -1,9 +1,9 @@
-"""Durable records of async generation tasks (SQLite, shared by all server processes).
+"""The local task store: SQLite and result files in ``--data-dir``, shared by the server
+processes of one machine (``--workers N``).
 
-A task is written before the client hears "created", so a crash or restart loses no
-accepted task: tasks left ``processing`` by a process that is gone go back to ``pending``
-and run again, as do tasks a process hands back when it shuts down. Result files are
-written to a temporary name and renamed into place; finished tasks expire (retention.py).
+Tasks left ``processing`` by a process that is gone (told by its PID and start time) go
+back to ``pending`` at the next start, as do tasks a process hands back when it shuts down.
+Result files are written to a temporary name and renamed into place.
 """
 
 from __future__ import annotations
@@ -13,12 +13,21 @@ import hashlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
-ACTIVE = ("pending", "processing")
+from fish_speech.storage import StorageUnavailable
+from fish_speech.tasks.base import (
+    ACTIVE,
+    MAX_ATTEMPTS,
+    TASK_STATES,
+    ResultWriteError,
+    Task,
+    TaskConflict,
+    gave_up_message,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -37,41 +46,6 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 # Columns added after the first release, with their definitions, for older data folders.
 _ADDED_COLUMNS = {"progress": "REAL", "attempts": "INTEGER NOT NULL DEFAULT 0"}
-TASK_STATES = ("pending", "processing", "completed", "failed", "cancelled")
-# A task whose runs keep ending in a crash (a request that kills the engine) is given up
-# after this many, instead of crashing every restart of the server.
-MAX_ATTEMPTS = 3
-
-
-class TaskConflict(Exception):
-    status_code = 409
-
-
-class ResultWriteError(Exception):
-    """A finished task's audio could not be saved (the task is then ``failed``)."""
-
-
-@dataclass(frozen=True)
-class Task:
-    step_id: str
-    status: str
-    format: str
-    request: bytes
-    owner: str | None
-    created_at: float
-    started_at: float | None
-    completed_at: float | None
-    error: str | None
-    progress: float | None = None  # fraction of the text done, set while processing
-    attempts: int = 0  # runs started; one handed back by a clean shutdown is not counted
-
-    @property
-    def reported_progress(self) -> float:
-        """0-1 for clients: 0 while pending, 1 once completed, else the last recorded value."""
-        if self.status == "completed":
-            return 1.0
-        return self.progress or 0.0
-
 
 # Columns by name, in Task's field order: a migrated table has its columns in another order.
 _SELECT = ", ".join(field.name for field in fields(Task))
@@ -102,7 +76,9 @@ def _owner_alive(owner: str | None) -> bool:
     return process_identity(pid) == owner
 
 
-class TaskStore:
+class LocalTaskStore:
+    stop_poll_s = 0.3  # a cancel may come through another process: notice it this quickly
+
     def __init__(self, data_dir: str | Path) -> None:
         self.root = Path(data_dir).resolve()
         self.results = self.root / "task_results"
@@ -119,11 +95,14 @@ class TaskStore:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         # A connection per operation: cheap for SQLite, and safe from any thread.
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         try:
-            yield db
-        finally:
-            db.close()
+            db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            try:
+                yield db
+            finally:
+                db.close()
+        except sqlite3.Error as exc:  # e.g. a full or read-only disk
+            raise StorageUnavailable(f"Task database: {exc}") from exc
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -136,12 +115,14 @@ class TaskStore:
                 db.execute("ROLLBACK")
                 raise
 
+    def make_owner(self) -> str:
+        return process_identity(os.getpid()) or str(os.getpid())
+
     def result_path(self, step_id: str, fmt: str) -> Path:
         # Ids are free text; the file name is derived so no id can form a path.
         return self.results / f"{hashlib.sha256(step_id.encode()).hexdigest()}.{fmt}"
 
     def create(self, step_id: str, fmt: str, request: bytes) -> None:
-        """Record a new pending task; a finished task with the same id is replaced."""
         with self._transaction() as db:
             row = db.execute(
                 "SELECT status, format FROM tasks WHERE step_id = ?", (step_id,)
@@ -162,7 +143,6 @@ class TaskStore:
             return _read(db, step_id)
 
     def recent(self, limit: int) -> list[Task]:
-        """The newest ``limit`` tasks, newest first."""
         with self._connect() as db:
             rows = db.execute(
                 f"SELECT {_SELECT} FROM tasks ORDER BY created_at DESC LIMIT ?", (limit,)
@@ -176,15 +156,15 @@ class TaskStore:
                 counts[status] = count
         return counts
 
-    def set_progress(self, step_id: str, progress: float) -> None:
+    def set_progress(self, step_id: str, owner: str, progress: float) -> None:
         with self._connect() as db:
             db.execute(
-                "UPDATE tasks SET progress = ? WHERE step_id = ? AND status = 'processing'",
-                (progress, step_id),
+                "UPDATE tasks SET progress = ? "
+                "WHERE step_id = ? AND status = 'processing' AND owner = ?",
+                (progress, step_id, owner),
             )
 
     def claim_next(self, owner: str) -> Task | None:
-        """Atomically move the oldest pending task to ``processing`` for ``owner``."""
         with self._transaction() as db:
             while True:
                 row = db.execute(
@@ -199,12 +179,7 @@ class TaskStore:
                 db.execute(
                     "UPDATE tasks SET status = 'failed', error = ?, completed_at = ? "
                     "WHERE step_id = ?",
-                    (
-                        f"Gave up after {attempts} attempts: the server crashed or its engine "
-                        "failed during each",
-                        time.time(),
-                        step_id,
-                    ),
+                    (gave_up_message(attempts), time.time(), step_id),
                 )
             db.execute(
                 "UPDATE tasks SET status = 'processing', owner = ?, started_at = ?, "
@@ -213,18 +188,54 @@ class TaskStore:
             )
             return _read(db, step_id)
 
-    def finish(self, step_id: str, status: str, error: str | None = None) -> bool:
-        """Record the outcome unless the task was cancelled meanwhile (returns False then)."""
+    def _finish(
+        self, db: sqlite3.Connection, step_id: str, owner: str, status: str, error: str | None
+    ) -> bool:
+        cursor = db.execute(
+            "UPDATE tasks SET status = ?, error = ?, completed_at = ? "
+            "WHERE step_id = ? AND status = 'processing' AND owner = ?",
+            (status, error, time.time(), step_id, owner),
+        )
+        return cursor.rowcount == 1
+
+    def complete(self, step_id: str, owner: str, data: bytes) -> bool:
+        task = self.get(step_id)
+        if task is None or task.status != "processing" or task.owner != owner:
+            return False
+        path = self.result_path(step_id, task.format)
+        _write_whole(path, data)
+        with self._transaction() as db:
+            if self._finish(db, step_id, owner, "completed", None):
+                return True
+            # Cancelled while the file was being written: drop the result (inside the write
+            # lock, so a new task reusing the id cannot have written its own yet).
+            path.unlink(missing_ok=True)
+            return False
+
+    def fail(self, step_id: str, owner: str, error: str) -> bool:
+        with self._transaction() as db:
+            return self._finish(db, step_id, owner, "failed", error)
+
+    def requeue(self, step_id: str, owner: str, count_attempt: bool) -> bool:
         with self._transaction() as db:
             cursor = db.execute(
-                "UPDATE tasks SET status = ?, error = ?, completed_at = ? "
-                "WHERE step_id = ? AND status = 'processing'",
-                (status, error, time.time(), step_id),
+                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL, "
+                "attempts = attempts - ? WHERE step_id = ? AND status = 'processing' AND owner = ?",
+                (0 if count_attempt else 1, step_id, owner),
             )
             return cursor.rowcount == 1
 
+    def release(self, step_id: str) -> None:
+        """Nothing to do: a task still recorded as this process's is re-queued by
+        :meth:`recover` once the process is gone."""
+
+    def read_result(self, task: Task) -> bytes | None:
+        try:
+            return self.result_path(task.step_id, task.format).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def cancel(self, step_id: str) -> Task | None:
-        """Cancel one task if it is still active; returns the task as it was, or None."""
         with self._transaction() as db:
             task = _read(db, step_id)
             if task is not None and task.status in ACTIVE:
@@ -243,8 +254,10 @@ class TaskStore:
             )
             return cursor.rowcount
 
-    def requeue_orphans(self) -> list[str]:
-        """Tasks whose process died mid-run go back to the queue (crash recovery)."""
+    def on_stop(self, listener: Callable[[str], None]) -> None:
+        """Nothing pushes stops between processes here: runners notice them by polling."""
+
+    def recover(self) -> list[str]:
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT step_id, owner FROM tasks WHERE status = 'processing'"
@@ -257,63 +270,54 @@ class TaskStore:
             )
         return orphans
 
-    def requeue(self, step_id: str, owner: str, count_attempt: bool) -> bool:
-        """Put a task this owner is running back in the queue.
-
-        A clean shutdown does not count the run as an attempt; a failed engine does.
-        """
-        with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE tasks SET status = 'pending', owner = NULL, started_at = NULL, "
-                "attempts = attempts - ? WHERE step_id = ? AND status = 'processing' AND owner = ?",
-                (0 if count_attempt else 1, step_id, owner),
-            )
-            return cursor.rowcount == 1
-
-    def remove_finished_before(self, cutoff: float) -> int:
-        """Delete tasks that finished before ``cutoff`` (Unix time), with their results."""
+    def sweep(self, finished_before: float, stray_before: float) -> int:
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT step_id, format FROM tasks "
                 "WHERE status NOT IN ('pending', 'processing') AND completed_at < ?",
-                (cutoff,),
+                (finished_before,),
             ).fetchall()
             # Inside the write lock, so no new task with a reused id can write its result
             # between our unlink and the row's deletion.
             for step_id, fmt in rows:
                 self.result_path(step_id, fmt).unlink(missing_ok=True)
             db.executemany("DELETE FROM tasks WHERE step_id = ?", [(sid,) for sid, _ in rows])
-        return len(rows)
-
-    def remove_stray_files(self, older_than: float) -> int:
-        """Delete result files no task owns (left by a crash) last touched before a time."""
-        with self._connect() as db:
             owned = {
                 self.result_path(step_id, fmt).name
                 for step_id, fmt in db.execute("SELECT step_id, format FROM tasks")
             }
-        removed = 0
-        for path in self.results.iterdir():
-            try:
-                if path.name not in owned and path.stat().st_mtime < older_than:
-                    path.unlink()
-                    removed += 1
-            except FileNotFoundError:  # another process tidied it first
-                continue
-        return removed
+        remove_stray_files(self.results, owned, stray_before)
+        return len(rows)
 
-    def write_result(self, step_id: str, fmt: str, data: bytes) -> None:
-        """Write under a temporary name, flush to disk, then rename: a reader sees the whole
-        file or none. A failure (disk full, read-only folder) leaves nothing behind."""
-        final = self.result_path(step_id, fmt)
-        partial = final.with_suffix(f".{os.getpid()}.part")
+    def close(self) -> None:
+        """Connections are opened per operation: nothing is held."""
+
+
+def remove_stray_files(folder: Path, owned: set[str], older_than: float) -> int:
+    """Delete files in ``folder`` not named in ``owned`` (left by a crash, or by a run that
+    lost its task) last touched before a time."""
+    removed = 0
+    for path in folder.iterdir():
         try:
-            with open(partial, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, final)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise ResultWriteError(f"Could not save the result: {exc}") from exc
+            if path.name not in owned and path.stat().st_mtime < older_than:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another process tidied it first
+            continue
+    return removed
+
+
+def _write_whole(final: Path, data: bytes) -> None:
+    """Write under a temporary name, flush to disk, then rename: a reader sees the whole
+    file or none. A failure (disk full, read-only folder) leaves nothing behind."""
+    partial = final.with_suffix(f".{os.getpid()}.part")
+    try:
+        with open(partial, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise ResultWriteError(f"Could not save the result: {exc}") from exc
