@@ -26,7 +26,7 @@ COPY fish_speech ./fish_speech
 COPY tools ./tools
 # The project itself: its dependency ranges are in pyproject.toml, nothing to pin here.
 # hadolint ignore=DL3013
-RUN pip install ".[embedded]"
+RUN pip install ".[embedded,redis]"
 
 COPY docker/entrypoint.sh docker/healthcheck.py /usr/local/bin/
 RUN useradd --create-home --uid 1000 fish \

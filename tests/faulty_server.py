@@ -7,6 +7,8 @@ server's working directory (so a test can trigger them mid-run):
   a faulted CUDA kernel leaves behind (every later CUDA call fails the same way).
 - ``STUCK``: the engine's next segment never comes and it stops looking at cancellation,
   like a hung GPU kernel.
+- ``SLOW``: each segment takes the seconds the file holds longer (cancellation is still
+  honoured), like a large model on a small machine, so tasks are seen running.
 
 and by environment: ``FAULTY_WARM_UP_S`` makes the engine's warm-up take that long (like
 ``--compile``), so readiness can be observed while it runs.
@@ -31,6 +33,11 @@ def _synthesize_until_crash(original):
                 raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
             while Path("STUCK").exists():
                 time.sleep(0.1)
+            if Path("SLOW").exists():
+                deadline = time.monotonic() + float(Path("SLOW").read_text())
+                while time.monotonic() < deadline:
+                    cancel.raise_if_cancelled()
+                    time.sleep(0.05)
             yield segment
 
     return synthesize
