@@ -40,7 +40,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -55,6 +54,7 @@ import torch
 from s1_mini import REPO, write_checkpoint
 
 from fish_speech.engine.fish.output import FIRST_PIECE_FRAMES
+from fish_speech.models.precision import cpu_name
 
 TEXT = "The old lighthouse keeper climbed the stairs every evening to light the lamp."
 HOP = 2048  # audio samples per frame, S1 codec
@@ -239,16 +239,6 @@ def codec_label(args: argparse.Namespace) -> str | None:
     if args.random_s1_mini:
         return f"random {args.codec}"
     return None if args.url else str(args.codec_config)  # a running server's is unknown
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

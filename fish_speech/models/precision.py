@@ -8,6 +8,7 @@ torch is imported inside the functions so the server can parse its options witho
 from __future__ import annotations
 
 import functools
+import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,17 @@ def cpu_flags() -> frozenset[str]:
         if line.startswith("flags"):
             return frozenset(line.partition(":")[2].split())
     return frozenset()
+
+
+def cpu_name() -> str:
+    """The CPU's model name, to print beside every figure measured on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def cpu_has_native_bf16() -> bool:
