@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from test_server_tasks import status, wait_for
 
 from conftest import (
     REPO,
@@ -89,21 +90,13 @@ def create(instance: ServerProcess, step_id: str, text: str = "A short task.", *
     )
 
 
-def status(instance: ServerProcess, step_id: str) -> dict:
-    response = instance.request("GET", f"/get_task_status/{step_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def wait_for(instance: ServerProcess, step_id: str, states: set[str], timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    current = None
-    while time.monotonic() < deadline:
-        current = status(instance, step_id)
-        if current["status"] in states:
-            return current
-        time.sleep(0.1)
-    raise AssertionError(f"task {step_id} never reached {states}: {current}")
+def add_voice(instance: ServerProcess, reference_id: str, text: str, seconds: float = 1.0):
+    return instance.request(
+        "POST",
+        "/v1/references/add",
+        data={"id": reference_id, "text": text},
+        files={"audio": ("voice.wav", make_wav_bytes(seconds=seconds), "audio/wav")},
+    )
 
 
 def metric(instance: ServerProcess, name: str, labels: str = "") -> float:
@@ -131,12 +124,7 @@ def runner_of(instances: tuple[ServerProcess, ...], timeout: float = 30) -> Serv
 
 def test_a_voice_added_on_one_instance_is_used_and_renamed_on_the_other(pair):
     a, b = pair
-    added = a.request(
-        "POST",
-        "/v1/references/add",
-        data={"id": "shared voice", "text": "The voice everybody shares."},
-        files={"audio": ("voice.wav", make_wav_bytes(seconds=2.0), "audio/wav")},
-    )
+    added = add_voice(a, "shared voice", "The voice everybody shares.", seconds=2.0)
     assert added.status_code == 200, added.text
     assert "shared voice" in b.request("GET", "/v1/references/list").json()["reference_ids"]
     spoken = b.request(
@@ -144,12 +132,7 @@ def test_a_voice_added_on_one_instance_is_used_and_renamed_on_the_other(pair):
     )
     assert spoken.status_code == 200, spoken.text
     assert_speech(*decode_wav(spoken.content))
-    again = b.request(
-        "POST",
-        "/v1/references/add",
-        data={"id": "shared voice", "text": "x"},
-        files={"audio": ("v.wav", make_wav_bytes(seconds=1.0), "audio/wav")},
-    )
+    again = add_voice(b, "shared voice", "Another voice.")
     assert again.status_code == 409  # the id is taken everywhere
 
     renamed = b.request(
@@ -300,12 +283,7 @@ def test_a_saved_voice_is_encoded_once_for_every_instance(redis_url, tmp_path):
     first = launch(tmp_path / "first", redis_url, *fish)
     second = launch(tmp_path / "second", redis_url, *fish)
     try:
-        added = first.request(
-            "POST",
-            "/v1/references/add",
-            data={"id": "fish voice", "text": "A voice for the Fish engine."},
-            files={"audio": ("voice.wav", make_wav_bytes(seconds=1.0), "audio/wav")},
-        )
+        added = add_voice(first, "fish voice", "A voice for the Fish engine.")
         assert added.status_code == 200, added.text
         body = {"text": "Hi.", "reference_id": "fish voice", "max_new_tokens": 8, "seed": 1}
         for instance in (first, second):

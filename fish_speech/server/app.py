@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -204,6 +205,10 @@ def create_app(config: ServerConfig, preloaded: LoadedModels | None = None) -> F
         try:
             yield
         finally:
+            # Also when uvicorn stops us without our drain (a signal that came before its
+            # handlers were ours): running tasks go back to the queue for the other workers.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.stop(), config.shutdown_timeout / 2)
             for task in background:
                 task.cancel()  # an unfinished task stays recorded and resumes on restart
             service.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -236,6 +237,10 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         ("redis://", "rediss://", "unix://")
     ):
         raise ConfigError("--redis-url must be a redis://, rediss:// or unix:// URL")
+    if args.redis_url is not None and importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            "--redis-url needs the redis package: pip install 'fish-speech-server[redis]'"
+        )
     if args.results_dir is not None and args.redis_url is None:
         raise ConfigError("--results-dir needs --redis-url (local results go to --data-dir)")
     return ServerConfig(

@@ -21,14 +21,10 @@ READ_TIMEOUT_S = 10.0
 
 def connect(url: str) -> Any:
     """A client for ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS)."""
-    try:
-        import redis
-        from redis.backoff import ExponentialBackoff
-        from redis.retry import Retry
-    except ImportError as exc:  # the server's core does not need it
-        raise StorageUnavailable(
-            "--redis-url needs the redis package: pip install 'fish-speech-server[redis]'"
-        ) from exc
+    import redis  # an optional extra: the server's config checks it is installed
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
