@@ -181,8 +181,9 @@ def create_app(config: ServerConfig, preloaded: LoadedModels | None = None) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         models = preloaded or load_configured_models(config)
         service = TTSService(models.engine, max_queue=config.max_queue)
-        retention_s = config.task_retention_hours * 3600
-        storage = open_storage(storage_settings(config))
+        settings = storage_settings(config)
+        retention_s = settings.retention_s
+        storage = open_storage(settings)
         tasks = storage.tasks
         runner = TaskRunner(
             tasks,

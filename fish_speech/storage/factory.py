@@ -29,7 +29,6 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class Storage:
-    kind: str  # "local" or "redis"
     tasks: TaskStore
     references: ReferenceStore
 
@@ -40,7 +39,6 @@ class Storage:
 def open_storage(settings: StorageSettings) -> Storage:
     if settings.redis_url is None:
         return Storage(
-            "local",
             LocalTaskStore(settings.data_dir),
             LocalReferenceStore(settings.references_dir, settings.max_reference_seconds),
         )
@@ -56,7 +54,6 @@ def open_storage(settings: StorageSettings) -> Storage:
     except StorageUnavailable as exc:  # start anyway: it may come up after us
         log.error("%s: requests that need it get 503 until it answers", exc)
     return Storage(
-        "redis",
         RedisTaskStore(
             client, settings.visibility_timeout_s, settings.retention_s, settings.results_dir
         ),

@@ -203,7 +203,7 @@ class LocalTaskStore:
         if task is None or task.status != "processing" or task.owner != owner:
             return False
         path = self.result_path(step_id, task.format)
-        _write_whole(path, data)
+        write_whole(path, data)
         with self._transaction() as db:
             if self._finish(db, step_id, owner, "completed", None):
                 return True
@@ -307,7 +307,7 @@ def remove_stray_files(folder: Path, owned: set[str], older_than: float) -> int:
     return removed
 
 
-def _write_whole(final: Path, data: bytes) -> None:
+def write_whole(final: Path, data: bytes) -> None:
     """Write under a temporary name, flush to disk, then rename: a reader sees the whole
     file or none. A failure (disk full, read-only folder) leaves nothing behind."""
     partial = final.with_suffix(f".{os.getpid()}.part")

@@ -39,7 +39,7 @@ from fish_speech.tasks.base import (
     TaskConflict,
     gave_up_message,
 )
-from fish_speech.tasks.local import _write_whole, remove_stray_files
+from fish_speech.tasks.local import remove_stray_files, write_whole
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ class RedisTaskStore:
         if task is None or task.owner != owner:
             return False
         name = f"{self._result_file(step_id)}.{task.format}"
-        _write_whole(self.results_dir / name, data)
+        write_whole(self.results_dir / name, data)
         try:
             if self._finish(step_id, owner, "completed", "", "file", name, ttl):
                 return True
