@@ -83,6 +83,20 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def run_server_until_exit(
+    workdir: Path, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Run ``python -m tools.api_server`` expected to refuse to start; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "tools.api_server", "--device", "cpu", *args],
+        cwd=workdir,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def launch_server(
     workdir: Path,
     *args: str,
@@ -206,6 +220,24 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+def add_reference(
+    server: ServerProcess,
+    ref_id: str,
+    audio: bytes | None = None,
+    text: str = "Hello there.",
+    **kwargs,
+) -> requests.Response:
+    """``POST /v1/references/add`` as the seed's multipart form; a 1 s test clip by default."""
+    audio = make_wav_bytes() if audio is None else audio
+    return server.request(
+        "POST",
+        "/v1/references/add",
+        files={"audio": ("voice.wav", audio, "audio/wav")},
+        data={"id": ref_id, "text": text},
+        **kwargs,
+    )
 
 
 def decode_wav(data: bytes) -> tuple[np.ndarray, int]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import API_KEY, assert_speech, decode_wav, make_wav_bytes
+from conftest import API_KEY, add_reference, assert_speech, decode_wav, make_wav_bytes
 from fish_speech.audio.io import decode_audio
 
 openai = pytest.importorskip("openai")
@@ -22,12 +22,7 @@ fishaudio = pytest.importorskip("fishaudio")
 
 def saved_voice(server, voice_id: str) -> str:
     if voice_id not in server.request("GET", "/v1/references/list").json()["reference_ids"]:
-        added = server.request(
-            "POST",
-            "/v1/references/add",
-            files={"audio": ("v.wav", make_wav_bytes(1.0), "audio/wav")},
-            data={"id": voice_id, "text": "A saved voice."},
-        )
+        added = add_reference(server, voice_id, make_wav_bytes(1.0), "A saved voice.")
         assert added.status_code == 200, added.text
     return voice_id
 

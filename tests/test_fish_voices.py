@@ -3,7 +3,7 @@ restart, and made again when the audio or the transcript changes."""
 
 from __future__ import annotations
 
-from conftest import TINY_FISH_ARGS, launch_server, make_wav_bytes
+from conftest import TINY_FISH_ARGS, add_reference, launch_server, make_wav_bytes
 
 SPEAK = {"text": "Hi.", "reference_id": "tone", "max_new_tokens": 4, "seed": 1}
 
@@ -29,12 +29,7 @@ def speak(server) -> bytes:
 def test_saved_voice_codes_survive_a_restart_and_follow_edits(tmp_path):
     server = start(tmp_path)
     try:
-        added = server.request(
-            "POST",
-            "/v1/references/add",
-            files={"audio": ("tone.wav", make_wav_bytes(0.5, rate=44100), "audio/wav")},
-            data={"id": "tone", "text": "A tone."},
-        )
+        added = add_reference(server, "tone", make_wav_bytes(0.5, rate=44100), "A tone.")
         assert added.status_code == 200, added.text
         first = speak(server)
         assert prompts(server) == (1, 0)

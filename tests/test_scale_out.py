@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,11 +22,12 @@ from conftest import (
     REPO,
     TINY_FISH_ARGS,
     ServerProcess,
+    add_reference,
     assert_speech,
     decode_wav,
     launch_server,
     make_wav_bytes,
-    server_env,
+    run_server_until_exit,
 )
 
 FAULTY = [sys.executable, str(REPO / "tests" / "faulty_server.py")]
@@ -90,15 +90,6 @@ def create(instance: ServerProcess, step_id: str, text: str = "A short task.", *
     )
 
 
-def add_voice(instance: ServerProcess, reference_id: str, text: str, seconds: float = 1.0):
-    return instance.request(
-        "POST",
-        "/v1/references/add",
-        data={"id": reference_id, "text": text},
-        files={"audio": ("voice.wav", make_wav_bytes(seconds=seconds), "audio/wav")},
-    )
-
-
 def metric(instance: ServerProcess, name: str, labels: str = "") -> float:
     text = instance.request("GET", "/metrics").text
     pattern = rf"^{re.escape(name)}{re.escape(labels)} (\S+)$"
@@ -124,7 +115,9 @@ def runner_of(instances: tuple[ServerProcess, ...], timeout: float = 30) -> Serv
 
 def test_a_voice_added_on_one_instance_is_used_and_renamed_on_the_other(pair):
     a, b = pair
-    added = add_voice(a, "shared voice", "The voice everybody shares.", seconds=2.0)
+    added = add_reference(
+        a, "shared voice", make_wav_bytes(seconds=2.0), "The voice everybody shares."
+    )
     assert added.status_code == 200, added.text
     assert "shared voice" in b.request("GET", "/v1/references/list").json()["reference_ids"]
     spoken = b.request(
@@ -132,7 +125,7 @@ def test_a_voice_added_on_one_instance_is_used_and_renamed_on_the_other(pair):
     )
     assert spoken.status_code == 200, spoken.text
     assert_speech(*decode_wav(spoken.content))
-    again = add_voice(b, "shared voice", "Another voice.")
+    again = add_reference(b, "shared voice", text="Another voice.")
     assert again.status_code == 409  # the id is taken everywhere
 
     renamed = b.request(
@@ -283,7 +276,7 @@ def test_a_saved_voice_is_encoded_once_for_every_instance(redis_url, tmp_path):
     first = launch(tmp_path / "first", redis_url, *fish)
     second = launch(tmp_path / "second", redis_url, *fish)
     try:
-        added = add_voice(first, "fish voice", "A voice for the Fish engine.")
+        added = add_reference(first, "fish voice", text="A voice for the Fish engine.")
         assert added.status_code == 200, added.text
         body = {"text": "Hi.", "reference_id": "fish voice", "max_new_tokens": 8, "seed": 1}
         for instance in (first, second):
@@ -307,9 +300,6 @@ def test_a_saved_voice_is_encoded_once_for_every_instance(redis_url, tmp_path):
 
 
 def test_redis_flags_are_checked_at_start(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "tools.api_server", "--redis-url", "http://localhost:6379"],
-        cwd=tmp_path, env=server_env(), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    result = run_server_until_exit(tmp_path, "--redis-url", "http://localhost:6379", timeout=60)
     assert result.returncode != 0
     assert "--redis-url must be a redis://" in result.stderr

@@ -11,30 +11,27 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, assert_speech, decode_wav, launch_server, make_wav_bytes, server_env
-
-
-def run_server_expecting_failure(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tools.api_server", "--device", "cpu", *args],
-        cwd=tmp_path,
-        env=server_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from conftest import (
+    REPO,
+    assert_speech,
+    decode_wav,
+    launch_server,
+    make_wav_bytes,
+    run_server_until_exit,
+    server_env,
+)
 
 
 @pytest.mark.parametrize("flag", ["--llama-checkpoint-path", "--decoder-checkpoint-path"])
 def test_explicit_missing_checkpoint_is_a_startup_error(tmp_path, flag):
-    run = run_server_expecting_failure(tmp_path, flag, "no/such/checkpoint")
+    run = run_server_until_exit(tmp_path, flag, "no/such/checkpoint", timeout=60)
     assert run.returncode != 0
     assert "no/such/checkpoint" in run.stderr
 
 
 @pytest.mark.parametrize("listen", ["::1:8080", "localhost", "host:notaport", "[::1]"])
 def test_bad_listen_values(tmp_path, listen):
-    run = run_server_expecting_failure(tmp_path, "--listen", listen)
+    run = run_server_until_exit(tmp_path, "--listen", listen, timeout=60)
     assert run.returncode != 0
     assert "--listen" in run.stderr
 
@@ -50,7 +47,7 @@ def test_bad_listen_values(tmp_path, listen):
     ],
 )
 def test_bad_limits_are_startup_errors(tmp_path, flag, value):
-    run = run_server_expecting_failure(tmp_path, flag, value)
+    run = run_server_until_exit(tmp_path, flag, value, timeout=60)
     assert run.returncode == 2
     assert flag in run.stderr
 

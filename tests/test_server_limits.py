@@ -16,7 +16,7 @@ import ormsgpack
 import pytest
 import soundfile as sf
 
-from conftest import make_wav_bytes
+from conftest import add_reference, make_wav_bytes
 
 MB = 2**20
 
@@ -132,12 +132,7 @@ def test_reference_limits_are_400s_that_name_them(limited_server, path, extra):
 
 
 def test_a_saved_voice_is_held_to_the_length_limit(limited_server):
-    response = limited_server.request(
-        "POST",
-        "/v1/references/add",
-        files={"audio": ("v.wav", make_wav_bytes(2.5, rate=8000), "audio/wav")},
-        data={"id": "too long", "text": "Hello."},
-    )
+    response = add_reference(limited_server, "too long", make_wav_bytes(2.5, rate=8000))
     assert response.status_code == 400, response.text
     assert "longer than the limit of 2 s" in response.json()["detail"]
 

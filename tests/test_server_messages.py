@@ -6,22 +6,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TESTVECTORS, server_env
-
-
-def start_failing(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tools.api_server", "--device", "cpu", *args],
-        cwd=tmp_path,
-        env=server_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from conftest import REPO, TESTVECTORS, run_server_until_exit, server_env
 
 
 def assert_one_line_error(run: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -38,20 +26,20 @@ def test_port_in_use_is_one_line_before_loading(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        run = start_failing(tmp_path, "--listen", f"127.0.0.1:{port}")
+        run = run_server_until_exit(tmp_path, "--listen", f"127.0.0.1:{port}")
     assert_one_line_error(run, f"127.0.0.1:{port}", "address already in use")
     assert "engine" not in run.stderr  # refused before any model was loaded
 
 
 def test_text_model_without_codec_is_one_line(tmp_path):
-    run = start_failing(tmp_path, "--llama-checkpoint-path", str(TESTVECTORS / "tiny-s1"))
+    run = run_server_until_exit(tmp_path, "--llama-checkpoint-path", str(TESTVECTORS / "tiny-s1"))
     assert_one_line_error(run, "cannot load the models", "--decoder-checkpoint-path")
 
 
 def test_codec_config_mismatch_is_one_line(tmp_path):
     # The tiny codec's weights against the full-size built-in config.
     codec = TESTVECTORS / "tiny-codec" / "codec.pth"
-    run = start_failing(tmp_path, "--decoder-checkpoint-path", str(codec))
+    run = run_server_until_exit(tmp_path, "--decoder-checkpoint-path", str(codec))
     assert_one_line_error(run, "cannot load the models", "codec.pth")
 
 

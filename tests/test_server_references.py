@@ -5,20 +5,9 @@ from __future__ import annotations
 import ormsgpack
 import pytest
 
-from conftest import assert_speech, decode_wav, make_wav_bytes
+from conftest import add_reference, assert_speech, decode_wav, make_wav_bytes
 
 TRAVERSAL_IDS = ["../x", "a/b", "..", "/etc", "a\\b", " lead", "x" * 256, "", "bad\n"]
-
-
-def add(server, ref_id: str, audio: bytes | None = None, text: str = "Hello there.", **kwargs):
-    audio = make_wav_bytes() if audio is None else audio
-    return server.request(
-        "POST",
-        "/v1/references/add",
-        files={"audio": ("voice.wav", audio, "audio/wav")},
-        data={"id": ref_id, "text": text},
-        **kwargs,
-    )
 
 
 def list_ids(server) -> list[str]:
@@ -28,7 +17,7 @@ def list_ids(server) -> list[str]:
 
 
 def test_lifecycle(server):
-    response = add(server, "life voice")
+    response = add_reference(server, "life voice")
     assert response.status_code == 200, response.text
     assert response.json() == {
         "success": True,
@@ -40,7 +29,7 @@ def test_lifecycle(server):
         "Hello there."
     )
 
-    assert add(server, "life voice").status_code == 409
+    assert add_reference(server, "life voice").status_code == 409
 
     tts = server.request("POST", "/v1/tts", json={"text": "Hi.", "reference_id": "life voice"})
     assert tts.status_code == 200, tts.text
@@ -67,7 +56,7 @@ def test_lifecycle(server):
 
 @pytest.mark.parametrize("fmt, ext", [("FLAC", "flac"), ("MP3", "mp3"), ("OGG", "ogg")])
 def test_upload_keeps_its_format(server, fmt, ext):
-    response = add(server, f"{ext}_voice", audio=make_wav_bytes(fmt=fmt))
+    response = add_reference(server, f"{ext}_voice", audio=make_wav_bytes(fmt=fmt))
     assert response.status_code == 200, response.text
     assert (server.workdir / "references" / f"{ext}_voice" / f"sample.{ext}").is_file()
     tts = server.request("POST", "/v1/tts", json={"text": "Hi.", "reference_id": f"{ext}_voice"})
@@ -75,8 +64,8 @@ def test_upload_keeps_its_format(server, fmt, ext):
 
 
 def test_update_conflicts(server):
-    assert add(server, "upd_a").status_code == 200
-    assert add(server, "upd_b").status_code == 200
+    assert add_reference(server, "upd_a").status_code == 200
+    assert add_reference(server, "upd_b").status_code == 200
     exists = server.request(
         "POST",
         "/v1/references/update",
@@ -102,9 +91,9 @@ def stored_entries(server) -> list[str]:
 
 def test_bad_uploads_are_rejected_and_leave_nothing(server):
     before = stored_entries(server)
-    assert add(server, "junk", audio=b"this is not audio at all" * 20).status_code == 400
-    assert add(server, "empty", audio=b"").status_code == 400
-    assert add(server, "notext", text="   ").status_code == 400
+    assert add_reference(server, "junk", audio=b"this is not audio at all" * 20).status_code == 400
+    assert add_reference(server, "empty", audio=b"").status_code == 400
+    assert add_reference(server, "notext", text="   ").status_code == 400
     missing_field = server.request(
         "POST", "/v1/references/add", data={"id": "nofile", "text": "t"}, files={"x": ("a", b"1")}
     )
@@ -118,7 +107,7 @@ def test_unsafe_ids_are_rejected_on_every_route(server, bad_id):
     outside.mkdir(exist_ok=True)
     (outside / "keep.txt").write_text("keep")
 
-    assert add(server, bad_id).status_code == 400
+    assert add_reference(server, bad_id).status_code == 400
     delete = server.request("DELETE", "/v1/references/delete", json={"reference_id": bad_id})
     assert delete.status_code == 400
     for body in (
@@ -169,7 +158,7 @@ def test_negotiation(server):
 
 
 def test_reference_id_takes_precedence_over_inline_references(server):
-    assert add(server, "precedence").status_code == 200
+    assert add_reference(server, "precedence").status_code == 200
     body = {
         "text": "Hi.",
         "reference_id": "precedence",
