@@ -38,6 +38,7 @@ from fish_speech.models.text2semantic.generation import (
     SamplingParams,
     decode_rows,
     decode_step,
+    exponential,
     stack_params,
 )
 from fish_speech.models.text2semantic.model import RESIDUAL_CODEBOOK_SIZE, DualARTransformer
@@ -103,8 +104,8 @@ def run(model, device: str, prompt_len: int, frames: int, step_fn, static: bool)
 
     def noise():
         return (
-            torch.empty(c.vocab_size, device=device).exponential_(generator=gen),
-            torch.empty((c.num_codebooks - 1, width), device=device).exponential_(generator=gen),
+            exponential(c.vocab_size, gen),
+            exponential((c.num_codebooks - 1, width), gen),
         )
 
     sync(device)
@@ -172,12 +173,8 @@ def run_batches(model, device: str, prompt_len: int, frames: int, batches: list[
         times = []
         for i in range(frames):
             started = time.perf_counter()
-            noise_slow = torch.empty((batch, c.vocab_size), device=device).exponential_(
-                generator=gen
-            )
-            noise_fast = torch.empty((batch, rows - 2, width), device=device).exponential_(
-                generator=gen
-            )
+            noise_slow = exponential((batch, c.vocab_size), gen)
+            noise_fast = exponential((batch, rows - 2, width), gen)
             input_pos = torch.tensor(positions, device=device)[:, None] + i
             frame = decode_rows(
                 model,

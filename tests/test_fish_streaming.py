@@ -18,7 +18,7 @@ from fish_speech.models.text2semantic import load_text2semantic
 from fish_speech.utils.cancel import CancelToken
 
 TEXT = "Hello world, streaming test."
-FRAMES = 119  # seed 2 generates this many for TEXT in float32 (the cap of 120, no early stop)
+FRAMES = 119  # seed 0 generates this many for TEXT in float32 (the cap of 120, no early stop)
 HOP = 2048
 
 
@@ -54,7 +54,7 @@ class RecordingSink:
 
 def run(engine: FishEngine, latency: str) -> RecordingSink:
     sink = RecordingSink(engine)
-    request = SynthesisRequest(TEXT, max_new_tokens=120, seed=2, latency=latency)
+    request = SynthesisRequest(TEXT, max_new_tokens=120, seed=0, latency=latency)
     engine.submit(request, CancelToken(), sink, engine.reserve(bounded=True))
     while not sink.done.cancelled:
         sink.done._event.wait(0.05)
@@ -86,7 +86,7 @@ def test_audio_leaves_while_the_chunk_is_generated(engine, latency):
 
 @pytest.mark.parametrize("latency", ["low", "normal"])
 def test_pieces_join_to_one_decode_of_the_codes(engine, alone, latency):
-    codes = alone.generate(TEXT, max_new_tokens=120, seed=2)
+    codes = alone.generate(TEXT, max_new_tokens=120, seed=0)
     assert codes.shape[1] == FRAMES
     whole = tiny_codec().decode(codes)
     joined = np.concatenate([segment.samples for segment, _ in run(engine, latency).segments])
@@ -105,7 +105,7 @@ def fish_server(tmp_path_factory):
 
 
 def test_streamed_reply_holds_the_samples_of_a_whole_one(fish_server):
-    body = {"text": TEXT, "max_new_tokens": 120, "seed": 2, "format": "pcm", "latency": "low"}
+    body = {"text": TEXT, "max_new_tokens": 120, "seed": 0, "format": "pcm", "latency": "low"}
     whole = fish_server.request("POST", "/v1/tts", json=body)
     assert whole.status_code == 200, whole.text
     streamed = fish_server.request("POST", "/v1/tts", json={**body, "streaming": True}, stream=True)

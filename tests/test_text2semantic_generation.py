@@ -6,9 +6,11 @@ import torch
 from t2s_helpers import LOGIT_TOL, REF_TEXT, S1, TEXT, max_diff, reference_codes, run_json, tiny
 
 from fish_speech.engine.base import Cancelled
+from fish_speech.models.text2semantic import generation
 from fish_speech.models.text2semantic.generation import (
     SamplingParams,
     decode_step,
+    exponential,
     generate_frames,
     penalize,
     probabilities,
@@ -211,6 +213,44 @@ def test_seed_is_reproducible_and_local():
     c = t2s.generate(TEXT, max_new_tokens=12, seed=8)
     np.testing.assert_array_equal(a, b)
     assert a.shape[0] == t2s.num_codebooks and not np.array_equal(a, c)
+
+
+def sort_and_scatter(logits, temperature, top_p):
+    """The spec's top-p rule done literally: sort, inclusive cumsum, scatter the mask back."""
+    ordered, order = logits.sort(dim=-1, descending=True)
+    remove = ordered.softmax(-1).cumsum(-1) > top_p[:, None]
+    remove[:, 0] = False
+    mask = remove.scatter(-1, order, remove)
+    return (logits.masked_fill(mask, float("-inf")) / temperature[:, None]).softmax(-1)
+
+
+@pytest.mark.parametrize(
+    ("scale", "full_sort"),
+    [(0.3, True), (4.0, False), (12.0, False)],  # flat rows, peaked rows, nearly one-hot rows
+)
+def test_top_p_matches_sort_and_scatter(scale, full_sort, monkeypatch):
+    """The top-k search for the cut and the full-sort fallback both keep exactly the
+    entries the literal rule keeps; which one ran is checked, so both are covered."""
+    sorts = []
+    real_sort = generation.sorted_descending
+    monkeypatch.setattr(generation, "sorted_descending", lambda x: sorts.append(1) or real_sort(x))
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 20000, generator=gen) * scale
+    temperature, top_p = torch.tensor([0.7, 1.0, 0.3]), torch.tensor([0.05, 0.5, 0.8])
+    expected = sort_and_scatter(logits, temperature, top_p)
+    got = probabilities(logits, temperature, top_p)
+    assert bool(sorts) == full_sort
+    assert torch.equal(got > 0, expected > 0)
+    torch.testing.assert_close(got, expected)
+
+
+def test_exponential_noise_is_a_reproducible_exponential_draw():
+    a = exponential((200_000,), torch.Generator().manual_seed(5))
+    b = exponential((200_000,), torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    # Never 0 or NaN (either would turn a zero probability into a winner in the race).
+    assert bool((a > 0).all()) and not bool(a.isnan().any())
+    assert abs(a.mean().item() - 1) < 0.02 and abs(a.median().item() - np.log(2)) < 0.02
 
 
 @pytest.mark.parametrize(

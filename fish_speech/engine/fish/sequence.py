@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from fish_speech.engine.base import SegmentSink
-from fish_speech.models.text2semantic.generation import DecodeState, SamplingParams
+from fish_speech.models.text2semantic.generation import DecodeState, SamplingParams, exponential
 from fish_speech.utils.cancel import CancelToken
 
 # What torch.Generator.manual_seed takes; checked when a request is submitted, since a bad
@@ -141,7 +141,4 @@ class Sequence:
 
     def draw_noise(self, vocab_size: int, fast_shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """This step's Exponential(1) noise, slow then fast, in the batch-1 draw order."""
-        device = self.generator.device
-        slow = torch.empty(vocab_size, device=device).exponential_(1, generator=self.generator)
-        fast = torch.empty(fast_shape, device=device).exponential_(1, generator=self.generator)
-        return slow, fast
+        return exponential(vocab_size, self.generator), exponential(fast_shape, self.generator)

@@ -26,16 +26,26 @@ from .model import RESIDUAL_CODEBOOK_SIZE, CacheRows, DualARTransformer
 
 # The original penalises repeats within a 16-frame window of the decode history.
 REPETITION_WINDOW = 16
+# Largest entries searched for the top-p cut before falling back to a full sort.
+NUCLEUS_CANDIDATES = 256
 
 NoiseSource = Callable[[tuple[int, ...]], Tensor]
 """Returns a float32 tensor of the given shape filled with Exponential(1) samples."""
 
 
-def exponential_noise(generator: torch.Generator) -> NoiseSource:
-    def draw(shape: tuple[int, ...]) -> Tensor:
-        return torch.empty(shape, device=generator.device).exponential_(1, generator=generator)
+def exponential(shape: tuple[int, ...] | int, generator: torch.Generator | None = None) -> Tensor:
+    """Exponential(1) samples by inversion, ``-log(U)`` with U uniform in [0, 1).
 
-    return draw
+    On the CPU this is 4x faster than ``Tensor.exponential_`` (0.8 against 3.5 ms for one
+    S1-mini vocabulary row; at 8 rows it was 7% of a decode step). U = 0 gives +inf, an entry
+    that cannot win the race, never a 0 that would divide a zero probability into NaN.
+    """
+    device = generator.device if generator is not None else None
+    return torch.rand(shape, generator=generator, device=device).log_().neg_()
+
+
+def exponential_noise(generator: torch.Generator) -> NoiseSource:
+    return lambda shape: exponential(shape, generator)
 
 
 @dataclass(frozen=True)
@@ -86,21 +96,39 @@ def sorted_descending(logits: Tensor) -> Tensor:
     return logits.sort(dim=-1, descending=True).values
 
 
+def nucleus_floor(logits: Tensor, top_p: Tensor) -> Tensor:
+    """The smallest logit top-p keeps in each row (..., 1); see :func:`probabilities`.
+
+    The cumulative mass grows along the sorted row, so when the cut falls within the
+    largest NUCLEUS_CANDIDATES entries a top-k finds it and the full sort (4.8 ms per S1-mini
+    row, 38 of a 8-row step's 420 ms) is skipped; the mass is then ``exp(v - logsumexp)``,
+    equal to the sorted softmax up to float rounding. Flat rows, whose nucleus is wider,
+    take the full sort.
+    """
+    if logits.shape[-1] > NUCLEUS_CANDIDATES and not torch.compiler.is_compiling():
+        top = logits.topk(NUCLEUS_CANDIDATES, dim=-1).values
+        mass = (top - logits.logsumexp(-1, keepdim=True)).exp().cumsum(-1)
+        kept = (mass <= top_p[..., None]).sum(-1, keepdim=True).clamp(min=1)
+        if bool((kept < NUCLEUS_CANDIDATES).all()):
+            return top.gather(-1, kept - 1)
+    ordered = sorted_descending(logits)
+    mass = ordered.softmax(-1).cumsum(-1)
+    kept = (mass <= top_p[..., None]).sum(-1, keepdim=True).clamp(min=1)
+    return ordered.gather(-1, kept - 1)
+
+
 def probabilities(logits: Tensor, temperature: Tensor, top_p: Tensor) -> Tensor:
     """Top-p on the un-tempered logits (..., V), then temperature, then softmax; the settings
     are 0-dim or one per row.
 
     An entry is removed when the cumulative mass *including* it exceeds top_p (stricter
     than Hugging Face's rule); the best entry always stays. The mass grows along the sorted
-    row, so the kept entries are its first ``kept``: those at or above the ``kept``-th value,
-    found without scattering a sorted mask back. Only a tie straddling the cut can differ
-    from a sort-and-scatter (all tied entries stay; the original's choice among them
-    depends on its sort's order).
+    row, so the kept entries are those at or above the last kept value, found without
+    scattering a sorted mask back. Only a tie straddling the cut can differ from a
+    sort-and-scatter (all tied entries stay; the original's choice among them depends on
+    its sort's order).
     """
-    ordered = sorted_descending(logits)
-    mass = ordered.softmax(-1).cumsum(-1)
-    kept = (mass <= top_p[..., None]).sum(-1, keepdim=True).clamp(min=1)
-    logits = logits.masked_fill(logits < ordered.gather(-1, kept - 1), float("-inf"))
+    logits = logits.masked_fill(logits < nucleus_floor(logits, top_p), float("-inf"))
     return (logits / temperature.clamp(min=1e-5)[..., None]).softmax(-1)
 
 
