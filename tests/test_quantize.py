@@ -18,7 +18,7 @@ from fish_speech.models.quantize import (
     quantize_per_channel,
 )
 from fish_speech.models.text2semantic import DualARConfig, DualARTransformer, load_text2semantic
-from fish_speech.models.text2semantic.model import Head
+from fish_speech.models.text2semantic.model import FeedForward, Head
 
 # Documented in README "Performance" (measured on tiny-s1: int8 up to 0.10 slow / 0.16 fast,
 # with logits up to 3.7; about 98 % of 64 steps' greedy decisions unchanged).
@@ -117,6 +117,19 @@ def test_untied_model_with_biases_and_odd_widths():
     fidelity = _fidelity_bench().lockstep(reference, model, prompt, 8)
     assert fidelity["slow_logits_max_abs_diff"] <= 0.05 * fidelity["logits_max_abs"]
     assert fidelity["fast_logits_max_abs_diff"] <= 0.05 * fidelity["logits_max_abs"]
+
+
+def test_fused_gate_up_computes_the_same_feed_forward():
+    """fuse_gate_up (the int8 transform's first step) stacks w1 over w3; swapping them or
+    splitting the product at the wrong row would change the output."""
+    ff = FeedForward(24, 40).requires_grad_(False)
+    x = torch.randn(3, 2, 24)
+    expected = ff(x)
+    ff.fuse_gate_up()
+    assert not hasattr(ff, "w1") and ff.w13.weight.shape == (80, 24)
+    torch.testing.assert_close(ff(x), expected)
+    quantised = quantize(_untied_model(32), "int8")
+    assert all(isinstance(layer.feed_forward.w13, Int8Linear) for layer in quantised.layers)
 
 
 def test_unknown_quantisation_is_refused():
