@@ -1,7 +1,7 @@
 """Serving throughput of the Fish engine with continuous batching, through HTTP.
 
     python bench/serve.py --random-s1-mini [--codec light|full] [--concurrency 1,2,4,8]
-                          [--frames 32] [--requests 2] [--max-seq-len 512] [--compile]
+                          [--frames 32] [--requests 2] [--max-seq-len N] [--compile]
                           [--latency normal,balanced,low]
     python bench/serve.py --checkpoint checkpoints/openaudio-s1-mini \\
                           --codec-checkpoint checkpoints/openaudio-s1-mini/codec.pth
@@ -253,7 +253,13 @@ def main() -> None:
     p.add_argument("--concurrency", default="1,2,4,8")
     p.add_argument("--frames", type=int, default=32, help="max_new_tokens of each request")
     p.add_argument("--requests", type=int, default=2, help="requests per stream and level")
-    p.add_argument("--max-seq-len", type=int, default=512, help="server KV slot length")
+    p.add_argument(
+        "--max-seq-len",
+        type=int,
+        default=None,
+        help="server KV slot length (default: the server's, the checkpoint's context; a short "
+        "one once hid a cost that grew with the cache size)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--precision", default="auto", help="the server's --precision")
