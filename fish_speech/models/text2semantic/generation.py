@@ -103,9 +103,11 @@ def nucleus_floor(logits: Tensor, top_p: Tensor) -> Tensor:
     largest NUCLEUS_CANDIDATES entries a top-k finds it and the full sort (4.8 ms per S1-mini
     row, 38 of a 8-row step's 420 ms) is skipped; the mass is then ``exp(v - logsumexp)``,
     equal to the sorted softmax up to float rounding. Flat rows, whose nucleus is wider,
-    take the full sort.
+    take the full sort. CPU only: choosing the path reads a value back, which on a GPU
+    would stall the queued kernels ten times a step to save a sort that is cheap there.
     """
-    if logits.shape[-1] > NUCLEUS_CANDIDATES and not torch.compiler.is_compiling():
+    on_cpu = logits.device.type == "cpu" and not torch.compiler.is_compiling()
+    if on_cpu and logits.shape[-1] > NUCLEUS_CANDIDATES:
         top = logits.topk(NUCLEUS_CANDIDATES, dim=-1).values
         mass = (top - logits.logsumexp(-1, keepdim=True)).exp().cumsum(-1)
         kept = (mass <= top_p[..., None]).sum(-1, keepdim=True).clamp(min=1)
