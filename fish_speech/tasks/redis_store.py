@@ -52,6 +52,17 @@ SWEEP_BATCH = 500
 IDLE_CONSUMER_MS = 3_600_000  # consumers (instances) gone this long are forgotten
 _GAVE_UP = gave_up_message(MAX_ATTEMPTS)
 
+
+def _task_key(step_id: str) -> str:
+    """A task's hash (the scripts' ``task_key``)."""
+    return PREFIX + "task:" + step_id
+
+
+def _state_key(status: str) -> str:
+    """The set of the tasks in one state (the scripts' ``move``)."""
+    return PREFIX + "tasks:state:" + status
+
+
 # Shared by the scripts: key names, and moving a task between the per-state sets.
 _LUA_COMMON = f"""
 local P = '{PREFIX}'
@@ -280,14 +291,14 @@ class RedisTaskStore:
 
     def get(self, step_id: str) -> Task | None:
         with self._redis():
-            return _decode_task(self.client.hgetall(PREFIX + "task:" + step_id))
+            return _decode_task(self.client.hgetall(_task_key(step_id)))
 
     def recent(self, limit: int) -> list[Task]:
         with self._redis():
             ids = self.client.zrevrange(CREATED, 0, limit - 1)
             pipe = self.client.pipeline(transaction=False)
             for step_id in ids:
-                pipe.hgetall(PREFIX + "task:" + step_id.decode())
+                pipe.hgetall(_task_key(step_id.decode()))
             found = [_decode_task(raw) for raw in pipe.execute()]
         return [task for task in found if task is not None]
 
@@ -295,7 +306,7 @@ class RedisTaskStore:
         with self._redis():
             pipe = self.client.pipeline(transaction=False)
             for status in TASK_STATES:
-                pipe.scard(PREFIX + "tasks:state:" + status)
+                pipe.scard(_state_key(status))
             return dict(zip(TASK_STATES, pipe.execute(), strict=True))
 
     def _ensure_group(self) -> None:
@@ -393,7 +404,7 @@ class RedisTaskStore:
             with self._redis():
                 return self.client.get(PREFIX + "result:" + task.step_id)
         with self._redis():
-            name = self.client.hget(PREFIX + "task:" + task.step_id, "result")
+            name = self.client.hget(_task_key(task.step_id), "result")
         try:
             return (self.results_dir / name.decode()).read_bytes() if name else None
         except FileNotFoundError:
@@ -407,7 +418,7 @@ class RedisTaskStore:
 
     def cancel_all(self) -> int:
         with self._redis():
-            ids = self.client.sunion(*(PREFIX + "tasks:state:" + s for s in ACTIVE))
+            ids = self.client.sunion(*(_state_key(s) for s in ACTIVE))
         if not ids:
             return 0
         return int(self._run("cancel", repr(time.time()), ALL_TASKS, *ids))
@@ -438,7 +449,7 @@ class RedisTaskStore:
             ids = self.client.zrange(CREATED, 0, -1)
             pipe = self.client.pipeline(transaction=False)
             for step_id in ids:
-                pipe.hget(PREFIX + "task:" + step_id.decode(), "result")
+                pipe.hget(_task_key(step_id.decode()), "result")
             return {name.decode() for name in pipe.execute() if name}
 
     def _forget_idle_consumers(self) -> None:
