@@ -96,6 +96,12 @@ def sorted_descending(logits: Tensor) -> Tensor:
     return logits.sort(dim=-1, descending=True).values
 
 
+def _kept(mass: Tensor, top_p: Tensor) -> Tensor:
+    """How many leading entries of rows sorted largest first top-p keeps (at least one),
+    from their inclusive cumulative mass."""
+    return (mass <= top_p[..., None]).sum(-1, keepdim=True).clamp(min=1)
+
+
 def nucleus_floor(logits: Tensor, top_p: Tensor) -> Tensor:
     """The smallest logit top-p keeps in each row (..., 1); see :func:`probabilities`.
 
@@ -110,13 +116,12 @@ def nucleus_floor(logits: Tensor, top_p: Tensor) -> Tensor:
     if on_cpu and logits.shape[-1] > NUCLEUS_CANDIDATES:
         top = logits.topk(NUCLEUS_CANDIDATES, dim=-1).values
         mass = (top - logits.logsumexp(-1, keepdim=True)).exp().cumsum(-1)
-        kept = (mass <= top_p[..., None]).sum(-1, keepdim=True).clamp(min=1)
+        kept = _kept(mass, top_p)
         if bool((kept < NUCLEUS_CANDIDATES).all()):
             return top.gather(-1, kept - 1)
     ordered = sorted_descending(logits)
     mass = ordered.softmax(-1).cumsum(-1)
-    kept = (mass <= top_p[..., None]).sum(-1, keepdim=True).clamp(min=1)
-    return ordered.gather(-1, kept - 1)
+    return ordered.gather(-1, _kept(mass, top_p) - 1)
 
 
 def probabilities(logits: Tensor, temperature: Tensor, top_p: Tensor) -> Tensor:
