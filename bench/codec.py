@@ -2,13 +2,16 @@
 
     python bench/codec.py [--device cpu|cuda] [--seconds 10] [--repeats 3]
                           [--decode-dtype float32 --decode-dtype bfloat16 ...]
+                          [--malloc server|default]
 
 A real-time factor (RTF) is wall time divided by audio duration: below 1 is faster than real
 time. `*_rtf` uses the median run, `*_rtf_best` the fastest. Weights are random, so only
 the timings mean anything, not the audio. The model is float32 and encodes in float32 (as
 the server does); `decode_*` is the float32 decode, `decode_<dtype>_*` a decode in another
 precision, timed in the same run. By default bfloat16 is added where the server would
-decode speech in it (CUDA, CPUs with native bf16).
+decode speech in it (CUDA, CPUs with native bf16). Every call runs on one worker thread,
+as the server's inference thread runs them, after the glibc malloc settings the server
+makes on the CPU (`--malloc default` leaves glibc's own, to compare).
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import json
 import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
 import torch
 
+from fish_speech.engine.cpu_memory import keep_freed_memory
 from fish_speech.models.dac import Codec, load_config
 from fish_speech.models.dac.model import CodecModel
 from fish_speech.models.precision import cpu_description, resolve_dtype
@@ -51,7 +56,9 @@ def main() -> None:
     parser.add_argument(
         "--decode-dtype", action="append", choices=["bfloat16", "float16"], default=None
     )
+    parser.add_argument("--malloc", choices=["server", "default"], default="server")
     args = parser.parse_args()
+    malloc_tuned = args.malloc == "server" and args.device == "cpu" and keep_freed_memory()
     if args.decode_dtype is None:
         speech = resolve_dtype(args.device)
         args.decode_dtype = [] if speech == torch.float32 else [str(speech).removeprefix("torch.")]
@@ -70,13 +77,19 @@ def main() -> None:
     audio = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
     codes = codec.encode(audio, codec.sample_rate)
 
+    inference_thread = ThreadPoolExecutor(1)
+
+    def on_thread(name: str, fn) -> tuple[str, dict[str, float]]:
+        return name, inference_thread.submit(_time, fn, args.repeats).result()
+
     timings = [
-        ("encode", _time(lambda: codec.encode(audio, codec.sample_rate), args.repeats)),
-        ("decode", _time(lambda: codec.decode(codes), args.repeats)),
+        on_thread("encode", lambda: codec.encode(audio, codec.sample_rate)),
+        on_thread("decode", lambda: codec.decode(codes)),
     ]
     for name in args.decode_dtype:
-        decode = partial(codec.decode, codes, getattr(torch, name))
-        timings.append((f"decode_{name}", _time(decode, args.repeats)))
+        timings.append(
+            on_thread(f"decode_{name}", partial(codec.decode, codes, getattr(torch, name)))
+        )
     decoded_seconds = codes.shape[1] * codec.hop_length / codec.sample_rate
     report = {
         "device": args.device,
@@ -85,6 +98,7 @@ def main() -> None:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         "torch_threads": torch.get_num_threads(),
+        "malloc": "kept for reuse (server)" if malloc_tuned else "glibc default",
         "audio_seconds": args.seconds,
         "frames": codes.shape[1],
         "parameters": sum(p.numel() for p in model.parameters()),

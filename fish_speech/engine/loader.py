@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fish_speech.engine.base import Engine
+from fish_speech.engine.cpu_memory import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ def load_models(
         from fish_speech.models.dac import load_codec
 
         device = resolve_device(device)
+        if device == "cpu":
+            keep_freed_memory()
         log.info("Loading codec %s (%s) on %s", decoder_path, decoder_config, device)
         codec = load_codec(decoder_path, decoder_config, device=device)
 
