@@ -5,9 +5,9 @@ with fresh ``mmap`` pages and unmaps them on free, so every layer of every decod
 page faults of zeroing new memory again, and a non-main thread (the inference thread) gets
 its own arena whose heaps cannot hold such blocks at all. Serving every thread from the
 main heap and keeping freed memory for reuse made a float32 codec decode on the inference
-thread 10-20% faster on a 2-core AVX2 EPYC (bench/codec.py --thread), at the price of a
-higher resident size: memory freed after a peak stays in the process (about +400 MB
-after a 5 s decode).
+thread 10-20% faster on a 2-core AVX2 EPYC (bench/codec.py against --malloc default), at
+the price of a higher resident size: memory freed after a peak stays in the process
+(about +400 MB after a 5 s decode).
 """
 
 from __future__ import annotations
