@@ -32,7 +32,7 @@ _SETTINGS = (
 )
 
 # Set by a user who tunes malloc themselves: then their settings stand.
-USER_SETTINGS = (
+_USER_SETTINGS = (
     "GLIBC_TUNABLES",
     "MALLOC_ARENA_MAX",
     "MALLOC_MMAP_MAX_",
@@ -47,7 +47,7 @@ def keep_freed_memory() -> bool:
     the arena it first allocated from)."""
     if not sys.platform.startswith("linux"):
         return False
-    chosen = [name for name in USER_SETTINGS if name in os.environ]
+    chosen = [name for name in _USER_SETTINGS if name in os.environ]
     if chosen:
         log.info("Keeping the malloc settings from %s", ", ".join(chosen))
         return False

@@ -127,16 +127,15 @@ class CausalConvTranspose1d(nn.Module):
         (rebuilt if the weight is replaced, cast, moved or loaded into)."""
         w, b = self.conv.weight, self.conv.bias
         key = (_identity(w), w.dtype, w.device, w.shape) + (() if b is None else _identity(b))
-        if self._conv_form is not None and self._conv_form[0] == key:
-            return self._conv_form[1], self._conv_form[2]
-        stride, taps = self.conv.stride[0], self.taps
-        with torch.inference_mode(False), torch.no_grad():
-            padded = F.pad(w, (0, taps * stride - w.shape[-1]))  # (in, out, taps * stride)
-            per_phase = padded.view(w.shape[0], w.shape[1], taps, stride).permute(3, 1, 0, 2)
-            weight = per_phase.flip(-1).reshape(stride * w.shape[1], w.shape[0], 1, taps)
-            bias = None if b is None else b.repeat(stride)
-        self._conv_form = (key, weight.contiguous(), bias)
-        return self._conv_form[1], bias
+        if self._conv_form is None or self._conv_form[0] != key:
+            stride, taps = self.conv.stride[0], self.taps
+            with torch.inference_mode(False), torch.no_grad():
+                padded = F.pad(w, (0, taps * stride - w.shape[-1]))  # (in, out, taps * stride)
+                per_phase = padded.view(*w.shape[:2], taps, stride).permute(3, 1, 0, 2)
+                weight = per_phase.flip(-1).reshape(stride * w.shape[1], w.shape[0], 1, taps)
+                bias = None if b is None else b.repeat(stride)
+            self._conv_form = (key, weight.contiguous(), bias)
+        return self._conv_form[1], self._conv_form[2]
 
 
 def _identity(t: Tensor) -> tuple[int, int]:
