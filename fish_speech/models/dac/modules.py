@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fish_speech.models.layers import RMSNorm
+from fish_speech.models.layers import RMSNorm, storage_identity
 
 from .config import TransformerConfig
 
@@ -126,7 +126,8 @@ class CausalConvTranspose1d(nn.Module):
         ``weight[:, :, r + t * stride]`` applied to input frame ``i - t``. Made once per weight
         (rebuilt if the weight is replaced, cast, moved or loaded into)."""
         w, b = self.conv.weight, self.conv.bias
-        key = (_identity(w), w.dtype, w.device, w.shape) + (() if b is None else _identity(b))
+        key = (storage_identity(w), w.dtype, w.device, w.shape)
+        key += () if b is None else storage_identity(b)
         if self._conv_form is None or self._conv_form[0] != key:
             stride, taps = self.conv.stride[0], self.taps
             with torch.inference_mode(False), torch.no_grad():
@@ -136,12 +137,6 @@ class CausalConvTranspose1d(nn.Module):
                 bias = None if b is None else b.repeat(stride)
             self._conv_form = (key, weight.contiguous(), bias)
         return self._conv_form[1], self._conv_form[2]
-
-
-def _identity(t: Tensor) -> tuple[int, int]:
-    """Storage and in-place write count of a parameter. Inference tensors count no writes,
-    so only new storage (a cast, move or assigning load) is seen for them."""
-    return t.data_ptr(), -1 if t.is_inference() else t._version
 
 
 class ResidualUnit(nn.Module):
