@@ -11,11 +11,15 @@ import torch
 from t2s_helpers import TEXT, TINY
 from torch import nn
 
+import fish_speech.models.quantize as quantize_module
 from fish_speech.models.quantize import (
+    DIGIT_RADIX,
+    PLACES,
     Int8Linear,
-    packed_kernel_fits,
+    fbgemm_available,
     quantize,
     quantize_per_channel,
+    split_into_digits,
 )
 from fish_speech.models.text2semantic import DualARConfig, DualARTransformer, load_text2semantic
 from fish_speech.models.text2semantic.model import FeedForward, Head
@@ -45,12 +49,46 @@ def test_per_channel_round_trip_and_zero_rows():
     assert torch.equal(scales, scales.bfloat16().float())  # the bf16 kernel reads them exactly
 
 
+needs_fbgemm = pytest.mark.skipif(not fbgemm_available(), reason="torch built without fbgemm")
+
+
+@pytest.fixture(params=["fbgemm", "no fbgemm"])
+def fbgemm(request, monkeypatch) -> bool:
+    """Both CPU dispatches: with fbgemm's integer kernel (x86 builds) and without (ARM)."""
+    if request.param == "fbgemm":
+        if not fbgemm_available():
+            pytest.skip("torch built without fbgemm")
+        return True
+    monkeypatch.setattr(quantize_module, "fbgemm_available", lambda: False)
+    return False
+
+
+def test_split_into_digits_reconstructs_each_row_to_half_a_unit():
+    gen = torch.Generator().manual_seed(0)
+    magnitudes = torch.tensor([1.0, 1e-6, 0.0, 3e4, 0.5])[:, None]
+    x = torch.randn(5, 96, generator=gen) * magnitudes
+    x[4, 7] = 40.0  # one outlier: the rest of its row rides on the finer digits
+    digits, per_unit = split_into_digits(x)
+    assert digits.shape == (3 * 5, 96) and per_unit.shape == (5, 1)
+    assert torch.equal(digits, digits.round()) and digits.abs().max() <= 63
+    assert torch.isfinite(per_unit).all() and torch.equal(digits[2::5], torch.zeros(3, 96))
+    # Exact in float64: the digits' place-value sum is x in units, rounded to the nearest.
+    units = (PLACES.double() @ digits.double().view(3, -1)).view(5, 96)
+    assert ((units - x.double() * per_unit.double()).abs() <= 0.5 + 1e-3).all()
+    # Half a unit is 2^-20 of a row's largest |x|: far finer than bf16's 2^-9 of each value.
+    assert (per_unit[:, 0] * x.abs().amax(dim=1) >= 63 * DIGIT_RADIX**2 * 0.99)[
+        x.abs().amax(dim=1) > 0
+    ].all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("in_features, batch", [(64, 1), (64, 3), (64, 40), (33, 1), (8, 3)])
-def test_int8_linear_computes_the_dequantised_product(dtype, in_features, batch):
-    """Every path (the packed kernel, with bf16 inputs, for short inputs with K % 16 == 0;
-    dequantising otherwise) computes x @ (int8 * scale).T + bias, also for a leading-rows
-    slice: exactly up to float32 rounding, or to bf16 rounding when bf16 is involved."""
+def test_int8_linear_computes_the_dequantised_product(dtype, in_features, batch, fbgemm):
+    """Every CPU path (fbgemm's with digit rows for up to 32 input rows; else the packed
+    kernel, with bf16 inputs, for up to 8 rows with K % 16 == 0; else dequantising) computes
+    x @ (int8 * scale).T + bias, also for a leading-rows slice: to float32 rounding when
+    dequantising, within the digits' rounding bound, or to bf16 rounding where bf16 is
+    involved."""
     gen = torch.Generator().manual_seed(in_features + batch)
     weight = torch.randn(48, in_features, generator=gen).to(dtype)
     bias = torch.randn(48, generator=gen).to(dtype)
@@ -58,13 +96,50 @@ def test_int8_linear_computes_the_dequantised_product(dtype, in_features, batch)
     x = torch.randn(2, batch, in_features, generator=gen).to(dtype)
     dequantised = layer.weight.float() * layer.scales.float()[:, None]
     expected = x.float() @ dequantised.T + bias.float()
-    packed = packed_kernel_fits(x.reshape(-1, in_features), layer.weight)
-    assert packed == (in_features % 16 == 0 and batch * 2 <= 8)
-    exact = dtype == torch.float32 and not packed
-    tol = 1e-4 if exact else 0.02 * expected.abs().max()
+    kernel = layer.kernel(x.reshape(-1, in_features))
+    if fbgemm and batch * 2 <= 32:
+        assert kernel == "digits"
+    elif in_features % 16 == 0 and batch * 2 <= 8:
+        assert kernel == "packed"
+    else:
+        assert kernel == "dequantise"
+    if dtype == torch.bfloat16 or kernel == "packed":
+        tol = 0.02 * expected.abs().max()
+    elif kernel == "digits":
+        # Half a unit per activation (2^-20 of the row's largest) times each output's weights.
+        unit = x.abs().amax() / (2 * 63 * DIGIT_RADIX**2)
+        tol = unit * dequantised.abs().sum(dim=1).max() + 1e-5
+    else:
+        tol = 1e-4
     assert (layer(x).float() - expected).abs().max() <= tol
     assert layer(x, rows=16).shape == (2, batch, 16)
     assert (layer(x, rows=16).float() - expected[..., :16]).abs().max() <= tol
+
+
+@needs_fbgemm
+def test_fbgemm_copy_follows_loaded_and_cast_weights():
+    """fbgemm computes from its own packed copy: replacing the weights must remake it."""
+    gen = torch.Generator().manual_seed(5)
+    layer = Int8Linear(torch.randn(32, 64, generator=gen))
+    other = Int8Linear(torch.randn(32, 64, generator=gen) * 3)
+    x = torch.randn(1, 64, generator=gen)
+    first = layer(x)
+    with torch.inference_mode():
+        layer.load_state_dict(other.state_dict())
+        assert torch.allclose(layer(x), other(x), atol=1e-4)
+        assert not torch.allclose(layer(x), first, atol=1e-2)
+    assert torch.allclose(layer(x, rows=8), other(x)[:, :8], atol=1e-4)
+    # A cast replaces the scales: the same weights, with the output rounded to bf16.
+    layer.to(torch.bfloat16)
+    x = x.bfloat16()
+    assert torch.allclose(layer(x).float(), other(x.float()), rtol=2**-8, atol=1e-3)
+
+
+@needs_fbgemm
+def test_quantize_packs_fbgemm_weights_before_the_first_request():
+    model = quantize(_untied_model(64), "int8")
+    layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    assert layers and all(None in layer._fbgemm for layer in layers)
 
 
 def test_tied_model_quantises_every_linear_and_keeps_the_embedding():
